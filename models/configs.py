@@ -1,0 +1,85 @@
+# SPD-YOLO, AGPL-3.0 license
+"""Model names: `yolov5s-SPD` (bare, with or without .yaml) -> our config, from any working directory.
+
+ultralytics picks the scale from the file name (``yolov5s-SPD.yaml`` loads ``yolov5-SPD.yaml`` with scale ``s``) but
+only searches the working directory and its own package. `resolve_model_cfg` maps our bare names to a path inside
+`CONFIG_DIR` that ultralytics' own loader then reads with the right scale; every other name passes through unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from spd_yolo.errors import SPDConfigError
+
+__all__ = ("CONFIG_DIR", "available_models", "resolve_model_cfg", "build_model")
+
+
+# yaml_configs/ beside models/ in the source tree; installed, both live inside the spd_yolo package (pyproject).
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "yaml_configs"
+_SCALED = re.compile(r"(\d+)([nslmx])(.+)?$")  # ultralytics' rule: yolov5s-SPD -> yolov5-SPD, scale s
+
+
+@lru_cache(maxsize=None)
+def available_models() -> tuple[str, ...]:
+    """Every model name we ship, e.g. ('yolo11n-SPD', ..., 'yolov8x-SPD'): one per family YAML and scale."""
+    names = []
+    for path in sorted(CONFIG_DIR.glob("*.yaml")):
+        scales = (yaml.safe_load(path.read_text()) or {}).get("scales") or {}
+        for scale in scales:
+            names.append(re.sub(r"(\d+)(-|$)", rf"\g<1>{scale}\2", path.stem, count=1))
+    return tuple(names)
+
+
+def resolve_model_cfg(model: str | Path) -> str:
+    """Return what ultralytics should load for `model`.
+
+    Our names (``yolov5s-SPD``, ``yolov5s-SPD.yaml``) become ``CONFIG_DIR/yolov5s-SPD.yaml``: that file does not exist
+    as such, ultralytics reads ``yolov5-SPD.yaml`` beside it with scale ``s``. Existing files, checkpoints and stock
+    names (``yolov5n.yaml``, ``yolo11n.pt``) are returned unchanged. A name that looks like ours (``-SPD``) but is not
+    one raises `SPDConfigError` listing the names that exist.
+    """
+    text = str(model)
+    path = Path(text)
+    if path.exists() or path.suffix not in ("", ".yaml", ".yml"):
+        return text  # a real file, or a checkpoint/export to be handled by ultralytics
+    stem = path.stem if path.suffix else path.name
+    unified = _SCALED.sub(r"\1\3", stem)
+    family = CONFIG_DIR / f"{unified}.yaml"
+    if family.is_file() and (stem == unified or stem in available_models()):
+        return str(CONFIG_DIR / f"{stem}.yaml")
+    if "-spd" in stem.lower():
+        raise SPDConfigError(
+            f"unknown SPD model '{text}'. Available: {', '.join(available_models())} "
+            f"(bare names, with or without .yaml), or a path to a model YAML"
+        )
+    return text
+
+
+def build_model(model: str | Path | dict = "yolov5n-SPD", nc: int | None = None, ch: int = 3, verbose: bool = False):
+    """Build an untrained ultralytics model (DetectionModel, ClassificationModel, ...) from a name, path or dict.
+
+    Examples:
+        >>> import spd_yolo
+        >>> m = spd_yolo.build_model("yolov5s-SPD", nc=80)
+        >>> m(torch.zeros(1, 3, 640, 640))
+    """
+    import spd_modules  # noqa: F401  (registers the SPD layers)
+    from ultralytics.nn import tasks
+
+    cfg = model if isinstance(model, dict) else tasks.yaml_model_load(resolve_model_cfg(model))
+    task = tasks.guess_model_task(cfg)
+    classes = {
+        "detect": tasks.DetectionModel,
+        "segment": tasks.SegmentationModel,
+        "pose": tasks.PoseModel,
+        "obb": tasks.OBBModel,
+        "classify": tasks.ClassificationModel,
+    }
+    if task not in classes:
+        raise SPDConfigError(f"{cfg.get('yaml_file', model)}: cannot build a model for task '{task}'")
+    return classes[task](cfg, ch=ch, nc=nc, verbose=verbose)

@@ -1,0 +1,343 @@
+# SPD-YOLO, AGPL-3.0 license
+"""The one place that makes SPD layers visible to ultralytics: YAML parser rules, GFLOPs, safe loading.
+
+ultralytics' `parse_model` keeps its channel bookkeeping in local variables, so a new module cannot take part in it
+directly. Instead each of our YAML rows is first rewritten into a *surrogate* stock row whose bookkeeping is exactly
+ours, the stock parser builds the whole model, and the surrogate layers are then swapped for our modules:
+
+- ``SPDConv [c2, k, s, ...]`` -> ``Conv [c2]``: input channels ch[f]; output channels scaled by width, made
+  divisible by 8 and capped by max_channels, as for every ``Conv``. Built as ``SPDConv(ch[f], c2, k, s, ...)``.
+- ``SpaceToDepth [s]`` -> ``Concat`` of ``s*s`` copies of the input: output channels ``s*s*ch[f]``.
+- ``space_to_depth [dimension]`` (the paper authors' row; dimension unused) -> as ``SpaceToDepth [2]``.
+
+Stock YAMLs never reach that path and build exactly as without the plugin. `register()` patches three points of
+ultralytics and is idempotent: ``tasks.parse_model`` (wrapped), ``torch_utils.get_flops`` (input channels taken from
+the model YAML instead of the first weight, which an SPD stem makes 4x too large) and torch's safe-globals
+allow-list (so ``ULTRALYTICS_SAFE_LOAD=1`` loads our checkpoints).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from spd_yolo.errors import SPDConfigError
+
+__all__ = ("PARSER_RULES", "register", "is_registered", "parse_model", "get_flops")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Argument checks: each returns the normalised argument list or raises with what is expected.
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _spdconv_args(args: list) -> list:
+    """[c2, k=3, s=2, p=None, g=1, d=1, act=True] -> validated copy."""
+    names = ("c2", "k", "s", "p", "g", "d", "act")
+    if not 1 <= len(args) <= len(names):
+        raise ValueError(f"expected [c2, k=3, s=2, p=None, g=1, d=1, act=True] (1 to 7 values), got {args!r}")
+    for name, value in zip(names, args):
+        if name == "p":
+            ok = value is None or (_is_int(value) and value >= 0)
+        elif name == "act":
+            ok = isinstance(value, (bool, nn.Module))
+        else:
+            ok = _is_int(value) and value >= 1
+        if not ok:
+            want = {"p": "None or an integer >= 0", "act": "true/false"}.get(name, "an integer >= 1")
+            raise ValueError(f"argument {name}={value!r} must be {want} (args {args!r})")
+    return list(args)
+
+
+def _spd_args(args: list) -> list:
+    """SpaceToDepth [s=2] -> [s]."""
+    if len(args) > 1 or (args and not (_is_int(args[0]) and args[0] >= 1)):
+        raise ValueError(f"expected [] or [s] with the block size s an integer >= 1, got {args!r}")
+    return [args[0] if args else 2]
+
+
+def _authors_spd_args(args: list) -> list:
+    """space_to_depth [dimension=1] (the paper authors' signature; dimension is unused) -> [2]."""
+    if len(args) > 1 or (args and not _is_int(args[0])):
+        raise ValueError(f"expected [] or [dimension] with an integer dimension (unused), got {args!r}")
+    return [2]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Rules: one per YAML name.
+
+
+@dataclass(frozen=True)
+class ParserRule:
+    """How one YAML module name of ours is parsed and built.
+
+    Attributes:
+        check_args: validates and normalises the YAML args (raises ValueError saying what is expected).
+        surrogate: (f, args) -> the stock row whose channel bookkeeping equals ours.
+        build: (built surrogate, args) -> (our module, its resolved args as the model summary shows them).
+    """
+
+    check_args: Callable[[list], list]
+    surrogate: Callable[[int, list], list]
+    build: Callable[[nn.Module, list], tuple]
+
+
+def _build_spdconv(conv: nn.Module, args: list) -> tuple:
+    """SPDConv from the surrogate Conv(c1, c2): c1 and c2 carry the parser's bookkeeping."""
+    import spd_modules
+
+    resolved = [conv.conv.in_channels, conv.conv.out_channels, *args[1:]]
+    return spd_modules.SPDConv(*resolved), resolved
+
+
+def _build_spd(_: nn.Module, args: list) -> tuple:
+    import spd_modules
+
+    return spd_modules.SpaceToDepth(args[0]), args
+
+
+def _concat_of_copies(f: int, args: list) -> list:
+    """s*s copies of the input concatenated: the parser then counts s*s*ch[f] output channels."""
+    return [[f] * args[0] ** 2, 1, "Concat", [1]]
+
+
+def _conv_of(f: int, args: list) -> list:
+    """A 1x1 Conv to c2: the parser then applies width, make-divisible and max_channels to c2 as for any Conv."""
+    return [f, 1, "Conv", [args[0], 1]]
+
+
+def _rules() -> dict[str, ParserRule]:
+    return {
+        "SPDConv": ParserRule(_spdconv_args, _conv_of, _build_spdconv),
+        "SpaceToDepth": ParserRule(_spd_args, _concat_of_copies, _build_spd),
+        "space_to_depth": ParserRule(_authors_spd_args, _concat_of_copies, _build_spd),
+    }
+
+
+PARSER_RULES: dict[str, ParserRule] = {}  # filled by register()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The parse_model wrapper.
+
+
+def _yaml_name(d: dict) -> str:
+    return str(d.get("yaml_file") or "<model dict>")
+
+
+def _resolvable(m: str) -> bool:
+    """Whether the stock parser can resolve module name `m` (torch.nn.*, torchvision.ops.*, ultralytics)."""
+    from ultralytics.nn import tasks
+
+    if m.startswith("nn."):
+        return isinstance(getattr(nn, m[3:], None), type)
+    if m.startswith("torchvision.ops."):
+        import torchvision
+
+        return hasattr(torchvision.ops, m[16:])
+    return m in PARSER_RULES or isinstance(vars(tasks).get(m), type)
+
+
+def _valid_from(x, i: int) -> bool:
+    """Whether `x` is a valid 'from' entry of layer i: -1 for layer 0, else an earlier index or negative offset."""
+    if not _is_int(x):
+        return False
+    return x == -1 if i == 0 else (-i <= x < i)
+
+
+def _check_rows(d: dict) -> list:
+    """Validate the layout of every row (any YAML); return the rows. Errors name file, layer and module."""
+    src = _yaml_name(d)
+    for key in ("backbone", "head"):
+        if not isinstance(d.get(key), list):
+            raise SPDConfigError(f"{src}: '{key}' must be a list of [from, number, module, args] rows, got {d.get(key)!r}")
+    rows = d["backbone"] + d["head"]
+    for i, row in enumerate(rows):
+        if not (isinstance(row, (list, tuple)) and len(row) == 4):
+            raise SPDConfigError(f"{src}: layer {i}: expected a row [from, number, module, args], got {row!r}")
+        f, n, m, args = row
+        where = f"{src}: layer {i} ({m})"
+        if not isinstance(m, str):
+            raise SPDConfigError(f"{src}: layer {i}: module must be a name, got {m!r}")
+        froms = f if isinstance(f, list) else [f]
+        if not froms or not all(_valid_from(x, i) for x in froms):
+            raise SPDConfigError(
+                f"{where}: 'from' {f!r} must be -1 or refer to an earlier layer: an index 0..{i - 1} or an offset "
+                f"-1..-{i}; a layer can only take inputs from layers before it"
+                if i
+                else f"{where}: 'from' must be -1 (the input image) for the first layer, got {f!r}"
+            )
+        if not (_is_int(n) and n >= 1):
+            raise SPDConfigError(f"{where}: 'number' must be an integer >= 1, got {n!r}")
+        if not isinstance(args, list):
+            raise SPDConfigError(f"{where}: 'args' must be a list, got {args!r}")
+        if not _resolvable(m):
+            ours = ", ".join(PARSER_RULES)
+            raise SPDConfigError(
+                f"{where}: unknown module '{m}'. Expected an ultralytics module (e.g. Conv, C3, C2f, Concat, Detect), "
+                f"nn.<torch.nn class>, torchvision.ops.<op>, or an SPD layer ({ours})"
+            )
+    return rows
+
+
+def _rewrite_spd_rows(d: dict, rows: list) -> dict[int, tuple]:
+    """Replace our rows in `d` (the parser's private copy) by surrogates; return {index: (rule, f, args)}."""
+    src, ours, nb = _yaml_name(d), {}, len(d["backbone"])
+    for i, (f, n, m, args) in enumerate(rows):
+        rule = PARSER_RULES.get(m)
+        if rule is None:
+            continue
+        where = f"{src}: layer {i} ({m})"
+        if not _is_int(f):
+            raise SPDConfigError(f"{where}: takes exactly one input, so 'from' must be one index (e.g. -1), got {f!r}")
+        if n != 1:
+            raise SPDConfigError(f"{where}: 'number' must be 1 for an SPD layer (repeat it with separate rows), got {n}")
+        try:
+            args = rule.check_args(args)
+        except ValueError as e:
+            raise SPDConfigError(f"{where}: {e}") from None
+        part, j = ("backbone", i) if i < nb else ("head", i - nb)
+        d[part][j] = rule.surrogate(f, args)
+        ours[i] = (rule, f, args)
+    return ours
+
+
+class _RowLog(logging.Filter):
+    """Hold back the parser's log records of this thread, so our rows can be rewritten before they are shown."""
+
+    def __init__(self):
+        super().__init__()
+        self.thread, self.records = threading.get_ident(), []
+
+    def filter(self, record):
+        if record.thread != self.thread:
+            return True
+        self.records.append(record)
+        return False
+
+
+def _failing_layer(tb):
+    """Index of the row the stock parser was building when it raised, read from its frame (None if unknown)."""
+    frame_locals = None
+    while tb is not None:
+        if tb.tb_frame.f_code is _STOCK["parse_model"].__code__:
+            frame_locals = tb.tb_frame.f_locals
+        tb = tb.tb_next
+    i = (frame_locals or {}).get("i")
+    return i if _is_int(i) else None
+
+
+def parse_model(d, ch, verbose=True):
+    """ultralytics `parse_model` that also understands SPD rows (see the module docstring). Same signature/returns."""
+    from ultralytics.utils import LOGGER
+
+    stock = _STOCK["parse_model"]
+    rows = _check_rows(d)
+    ours = _rewrite_spd_rows(d, rows)
+    capture = _RowLog() if verbose and ours else None
+    if capture:
+        LOGGER.addFilter(capture)
+    try:
+        model, save = stock(d, ch, verbose=verbose)
+    except SPDConfigError:
+        raise
+    except Exception as e:
+        i = _failing_layer(e.__traceback__)
+        where = f"layer {i} ({rows[i][2]}) with args {rows[i][3]!r}" if i is not None and i < len(rows) else "a layer"
+        raise SPDConfigError(f"{_yaml_name(d)}: {where} could not be built: {type(e).__name__}: {e}") from e
+    finally:
+        if capture:
+            LOGGER.removeFilter(capture)
+
+    shown = {}
+    for i, (rule, f, args) in ours.items():
+        new, shown[i] = rule.build(model[i], args)
+        new.np = sum(p.numel() for p in new.parameters())
+        new.i, new.f, new.type = i, f, f"{type(new).__module__}.{type(new).__name__}"
+        for layer in new.modules():
+            if hasattr(layer, "s"):  # SpaceToDepth: its size error names the model layer
+                layer.spd_layer_index = i
+        model[i] = new
+    if capture:  # show the held-back summary, with our rows instead of their surrogates
+        for record in capture.records:
+            msg = record.getMessage()
+            i = int(msg[:3]) if msg[:3].strip().isdigit() else None
+            if i in shown:
+                m_ = model[i]
+                msg = f"{i:>3}{m_.f!s:>20}{1:>3}{m_.np:10.0f}  {m_.type:<45}{shown[i]!s:<30}"
+            LOGGER.log(record.levelno, msg)
+    return model, sorted(set(save))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# GFLOPs with the right number of input channels.
+
+
+def _has_spd(model: nn.Module) -> bool:
+    import spd_modules
+
+    return any(isinstance(m, (spd_modules.SpaceToDepth, spd_modules.SPDConv)) for m in model.modules())
+
+
+def get_flops(model, imgsz=640):
+    """GFLOPs as ultralytics computes them, with the input channels of the model YAML for SPD models.
+
+    Stock `get_flops` builds its dummy input from the first weight's input channels, which an SPD stem makes 12
+    instead of 3, so profiling fails and it reports 0.0. Non-SPD models go to the stock function unchanged.
+    """
+    from ultralytics.utils.torch_utils import unwrap_model
+
+    stock = _STOCK["get_flops"]
+    inner = unwrap_model(model)
+    if not _has_spd(inner):
+        return stock(model, imgsz)
+    import thop
+
+    p = next(inner.parameters())
+    ch = int(getattr(inner, "yaml", {}).get("channels", 3))
+    imgsz = list(imgsz) if isinstance(imgsz, (list, tuple)) else [imgsz, imgsz]
+    stride = max(int(inner.stride.max()), 32) if hasattr(inner, "stride") else 32
+    im = torch.empty((1, ch, *imgsz), device=p.device, dtype=p.dtype)
+    return thop.profile(inner, inputs=[im], stride=stride, verbose=False)[0] / 1e9 * 2
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Registration.
+
+_STOCK: dict[str, Callable] = {}
+_LOCK = threading.Lock()
+
+
+def is_registered() -> bool:
+    """Whether `register()` has run in this process."""
+    from ultralytics.nn import tasks
+
+    return tasks.parse_model is parse_model
+
+
+def register() -> None:
+    """Make SPD layers usable in ultralytics (parser, GFLOPs, safe loading). Idempotent and thread-safe."""
+    import spd_modules
+    from ultralytics.nn import tasks
+    from ultralytics.utils import torch_utils
+
+    with _LOCK:
+        if not PARSER_RULES:
+            PARSER_RULES.update(_rules())
+        if tasks.parse_model is not parse_model:
+            _STOCK["parse_model"] = tasks.parse_model
+            tasks.parse_model = parse_model
+        if torch_utils.get_flops is not get_flops:
+            _STOCK["get_flops"] = torch_utils.get_flops
+            torch_utils.get_flops = get_flops
+        # ULTRALYTICS_SAFE_LOAD=1 unpickles with weights_only=True against an allow-list: add our layers to it.
+        if hasattr(torch.serialization, "add_safe_globals"):
+            torch.serialization.add_safe_globals([spd_modules.SpaceToDepth, spd_modules.SPDConv, spd_modules.DepthToSpace])

@@ -1,0 +1,47 @@
+# SPD-YOLO, AGPL-3.0 license
+"""SPD-YOLO: SPD-Conv (space-to-depth + non-strided convolution) YOLO models on the ultralytics engine.
+
+Importing this package registers the SPD layers in the ultralytics model-YAML parser.
+
+Examples:
+    >>> from spd_yolo import YOLO
+    >>> model = YOLO("yolov5s-SPD")  # bare names of ours resolve from any working directory
+    >>> model.info()
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ultralytics import YOLO as _YOLO
+
+import spd_modules  # noqa: F401  (registers the SPD layers)
+from spd_modules import SPDConv, SPDSizeError, SpaceToDepth
+
+from spd_yolo.errors import SPDConfigError
+from spd_yolo.models.configs import CONFIG_DIR, available_models, build_model, resolve_model_cfg
+from spd_yolo.models.summary import ModelStats, model_stats
+
+__version__ = "0.1.0"
+
+
+__all__ = (
+    "YOLO",
+    "SpaceToDepth",
+    "SPDConv",
+    "SPDConfigError",
+    "SPDSizeError",
+    "CONFIG_DIR",
+    "available_models",
+    "build_model",
+    "resolve_model_cfg",
+    "ModelStats",
+    "model_stats",
+)
+
+
+class YOLO(_YOLO):
+    """ultralytics `YOLO` that also accepts our bare model names (``yolov5s-SPD``) from any working directory."""
+
+    def __init__(self, model: str | Path = "yolov5n-SPD.yaml", task: str | None = None, verbose: bool = False):
+        super().__init__(resolve_model_cfg(model) if isinstance(model, (str, Path)) else model, task, verbose)
