@@ -26,9 +26,9 @@ _SCALED = re.compile(r"(\d+)([nslmx])(.+)?$")  # ultralytics' rule: yolov5s-SPD 
 
 @lru_cache(maxsize=None)
 def available_models() -> tuple[str, ...]:
-    """Every model name we ship, e.g. ('yolo11n-SPD', ..., 'yolov8x-SPD'): one per family YAML and scale."""
+    """Every model name we ship, e.g. ('yolov5n-SPD', ..., 'yolo11x-SPD'): one per family YAML and scale."""
     names = []
-    for path in sorted(CONFIG_DIR.glob("*.yaml")):
+    for path in sorted(CONFIG_DIR.glob("*.yaml"), key=lambda p: (int(re.search(r"\d+", p.stem).group()), p.stem)):
         scales = (yaml.safe_load(path.read_text()) or {}).get("scales") or {}
         for scale in scales:
             names.append(re.sub(r"(\d+)(-|$)", rf"\g<1>{scale}\2", path.stem, count=1))

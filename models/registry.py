@@ -299,14 +299,17 @@ def get_flops(model, imgsz=640):
     inner = unwrap_model(model)
     if not _has_spd(inner):
         return stock(model, imgsz)
-    import thop
+    try:
+        import thop
 
-    p = next(inner.parameters())
-    ch = int(getattr(inner, "yaml", {}).get("channels", 3))
-    imgsz = list(imgsz) if isinstance(imgsz, (list, tuple)) else [imgsz, imgsz]
-    stride = max(int(inner.stride.max()), 32) if hasattr(inner, "stride") else 32
-    im = torch.empty((1, ch, *imgsz), device=p.device, dtype=p.dtype)
-    return thop.profile(inner, inputs=[im], stride=stride, verbose=False)[0] / 1e9 * 2
+        p = next(inner.parameters())
+        ch = int(getattr(inner, "yaml", {}).get("channels", 3))
+        imgsz = list(imgsz) if isinstance(imgsz, (list, tuple)) else [imgsz, imgsz]
+        stride = max(int(inner.stride.max()), 32) if hasattr(inner, "stride") else 32
+        im = torch.empty((1, ch, *imgsz), device=p.device, dtype=p.dtype)
+        return thop.profile(inner, inputs=[im], stride=stride, verbose=False)[0] / 1e9 * 2
+    except Exception:  # same contract as the stock counter: 0.0 when the model cannot be profiled at this size
+        return 0.0
 
 
 # ---------------------------------------------------------------------------------------------------------------------
