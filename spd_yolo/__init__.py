@@ -11,16 +11,20 @@ Examples:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from ultralytics import YOLO as _YOLO
+# Never download or pip-install at run time unless the environment says otherwise (set before ultralytics loads).
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 
-import spd_modules  # noqa: F401  (registers the SPD layers)
-from spd_modules import SPDConv, SPDSizeError, SpaceToDepth
+from ultralytics import YOLO as _YOLO  # noqa: E402
 
-from spd_yolo.errors import SPDConfigError
-from spd_yolo.models.configs import CONFIG_DIR, available_models, build_model, resolve_model_cfg
-from spd_yolo.models.summary import ModelStats, model_stats
+import spd_modules  # noqa: F401,E402  (registers the SPD layers)
+from spd_modules import SPDConv, SPDSizeError, SpaceToDepth  # noqa: E402
+from spd_yolo.errors import SPDConfigError  # noqa: E402
+from spd_yolo.models.configs import CONFIG_DIR, available_models, build_model, resolve_model_cfg  # noqa: E402
+from spd_yolo.models.summary import ModelStats, model_stats  # noqa: E402
 
 __version__ = "0.1.0"
 

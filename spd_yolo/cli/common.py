@@ -1,0 +1,153 @@
+# SPD-YOLO, AGPL-3.0 license
+"""What the four scripts share: YOLOv5-style flags, input checks that name the bad path, and clean exits.
+
+Every check here runs before ultralytics sees the input, so a missing file is reported as such (ultralytics would
+otherwise search its own folders or try to download a dataset or weights of that name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import sys
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+__all__ = (
+    "CLIError",
+    "HelpFormatter",
+    "add_imgsz",
+    "add_device",
+    "add_run_dir",
+    "check_weights",
+    "check_data_yaml",
+    "check_source",
+    "run_main",
+)
+
+VIDEO_SUFFIXES = {".asf", ".avi", ".gif", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".ts", ".wmv", ".webm"}
+STREAM_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://", "tcp://")
+
+
+class CLIError(Exception):
+    """A user input problem: printed as 'error: ...' with exit code 1 (no traceback)."""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show defaults and keep the description's line breaks."""
+
+
+def add_imgsz(parser: argparse.ArgumentParser, default: int = 640, help_extra: str = "") -> None:
+    parser.add_argument(
+        "--imgsz", "--img", "--img-size", dest="imgsz", type=int, default=default, metavar="PIXELS",
+        help=f"input size in pixels (a multiple of 32: every SPD layer halves the size){help_extra}",
+    )
+
+
+def add_device(parser: argparse.ArgumentParser, multi: bool = False) -> None:
+    more = ", '0,1' for multi-GPU (DDP)" if multi else ""
+    parser.add_argument("--device", default="", help=f"'cpu', a CUDA index such as '0'{more}; empty: GPU 0 if any")
+
+
+def add_run_dir(parser: argparse.ArgumentParser, project: str, exist_ok: bool = True) -> None:
+    parser.add_argument("--project", default=project, help="results go to PROJECT/NAME")
+    parser.add_argument("--name", default="exp", help="run name (exp, exp2, ... unless --exist-ok)")
+    if exist_ok:
+        parser.add_argument("--exist-ok", action="store_true", help="reuse PROJECT/NAME instead of incrementing it")
+
+
+def check_imgsz(imgsz: int | list[int]) -> None:
+    for v in imgsz if isinstance(imgsz, list) else [imgsz]:
+        if v < 32 or v % 32:
+            raise CLIError(f"--imgsz {v}: must be a positive multiple of 32 (the stride of the models)")
+
+
+def check_weights(path: str | None, suffixes: tuple[str, ...] = (".pt", ".onnx")) -> str:
+    """The --weights file must exist locally and be one of `suffixes` (never downloaded)."""
+    if not path:
+        raise CLIError("--weights is required: a checkpoint such as runs/train/exp/weights/best.pt")
+    p = Path(path)
+    if p.suffix.lower() not in suffixes:
+        raise CLIError(f"--weights {path}: expected a {' or '.join(suffixes)} file")
+    if not p.is_file():
+        raise CLIError(f"--weights {path}: file not found")
+    return str(p)
+
+
+def check_data_yaml(path: str | None, splits: tuple[str, ...]) -> str:
+    """The data YAML must exist and name existing image folders/lists for `splits`; nothing is downloaded."""
+    if not path:
+        raise CLIError("--data is required: a dataset YAML (path, train, val, names), e.g. datasets/spd-demo/data.yaml")
+    p = Path(path)
+    if not p.is_file():
+        raise CLIError(f"--data {path}: file not found (datasets are never downloaded; give a local data YAML)")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise CLIError(f"--data {path}: not valid YAML ({e})") from None
+    if not isinstance(data, dict) or "names" not in data and "nc" not in data:
+        raise CLIError(f"--data {path}: expected a mapping with 'names' (and 'path', 'train', 'val')")
+    root = Path(data.get("path") or p.parent)
+    if not root.is_absolute():
+        root = (p.parent / root).resolve()
+    for split in splits:
+        entry = data.get(split)
+        if not entry:
+            raise CLIError(f"--data {path}: no '{split}' entry (a folder of images, a .txt list or a list of these)")
+        for item in entry if isinstance(entry, list) else [entry]:
+            target = Path(item) if Path(item).is_absolute() else root / item
+            if not target.exists():
+                raise CLIError(f"--data {path}: '{split}' path {target} does not exist")
+    return str(p)
+
+
+def check_source(source: str) -> str:
+    """An image, folder, glob, video, .txt list, webcam index or stream URL; local paths must exist and open."""
+    if source.isnumeric() or source.lower().startswith(STREAM_PREFIXES):
+        return source  # webcam index or stream: opened by ultralytics
+    p = Path(source)
+    if any(c in source for c in "*?["):
+        if not glob.glob(source, recursive=True):
+            raise CLIError(f"--source {source}: the glob matches no file")
+        return source
+    if not p.exists():
+        raise CLIError(f"--source {source}: no such file or folder")
+    if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES:
+        import cv2
+
+        cap = cv2.VideoCapture(str(p))
+        ok = cap.isOpened() and cap.read()[0]
+        cap.release()
+        if not ok:
+            raise CLIError(f"--source {source}: the video cannot be opened or has no frame")
+    if p.is_file() and p.suffix.lower() == ".txt":
+        missing = [line for line in p.read_text().split() if line and not Path(line).exists()]
+        if missing:
+            raise CLIError(f"--source {source}: listed file {missing[0]} does not exist ({len(missing)} missing)")
+    if p.is_dir() and not any(f.is_file() for f in p.iterdir()):
+        raise CLIError(f"--source {source}: the folder is empty")
+    return source
+
+
+def parse_freeze(values: list[int] | None):
+    """YOLOv5's --freeze: one number N freezes layers 0..N-1; several numbers freeze those layer indices."""
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else values
+
+
+def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """Run a script's main: user errors print one clear line and exit 1; Ctrl-C exits 130."""
+    from spd_yolo.errors import SPDConfigError
+    from spd_modules import SPDSizeError
+
+    try:
+        return main(argv)
+    except (CLIError, SPDConfigError, SPDSizeError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

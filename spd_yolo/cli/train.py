@@ -1,0 +1,170 @@
+# SPD-YOLO, AGPL-3.0 license
+"""train.py: train a detector with YOLOv5's flags on the ultralytics trainer, SPD layers registered.
+
+Examples:
+    python train.py --cfg yolov5n-SPD --data datasets/spd-demo/data.yaml --epochs 30 --img 256 --batch-size 16
+    python train.py --cfg yolov5s-SPD --weights yolov5s.pt --data my.yaml   # transfer matching tensors
+    python train.py --weights runs/train/exp/weights/best.pt --data my.yaml  # fine-tune a checkpoint
+    python train.py --resume runs/train/exp                                  # continue an interrupted run
+    python train.py --cfg yolov5s-SPD --data my.yaml --device 0,1             # multi-GPU (DDP)
+
+Results: PROJECT/NAME/ (default runs/train/exp, exp2, ...) with weights/best.pt, weights/last.pt, results.csv,
+plots and args.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import yaml
+
+from spd_yolo.cli.common import (
+    CLIError,
+    HelpFormatter,
+    add_device,
+    add_imgsz,
+    add_run_dir,
+    check_data_yaml,
+    check_imgsz,
+    check_weights,
+    parse_freeze,
+    run_main,
+)
+
+# YOLOv5 hyperparameters that the anchor-free ultralytics head has no use for: accepted in --hyp files, ignored.
+YOLOV5_ONLY_HYP = {"obj", "obj_pw", "iou_t", "anchor_t", "anchors", "fl_gamma", "cls_pw"}
+OPTIMIZERS = ("SGD", "MuSGD", "Adam", "Adamax", "AdamW", "NAdam", "RAdam", "RMSProp", "auto")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="train.py", description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--cfg", default="", help="model YAML or bare name, e.g. yolov5s-SPD, yolo11n-SPD, yolov5s.yaml")
+    p.add_argument(
+        "--weights", default="",
+        help="checkpoint to start from; with --cfg, every tensor whose name and shape match is transferred",
+    )
+    p.add_argument("--data", default="", help="dataset YAML (ultralytics format: path, train, val, names)")
+    p.add_argument("--hyp", default="", help="hyperparameter YAML (lr0, momentum, box, cls, hsv_h, mosaic, ...)")
+    p.add_argument("--epochs", type=int, default=100, help="number of epochs")
+    p.add_argument("--batch-size", type=int, default=16, help="total batch size over all GPUs (-1: AutoBatch)")
+    add_imgsz(p, help_extra=", train and val")
+    add_device(p, multi=True)
+    p.add_argument("--workers", type=int, default=8, help="dataloader workers (per process in DDP)")
+    add_run_dir(p, "runs/train")
+    p.add_argument(
+        "--resume", nargs="?", const=True, default=False, metavar="PATH",
+        help="resume an interrupted run: its last.pt or run folder (no PATH: the latest run under PROJECT)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="global training seed")
+    p.add_argument("--optimizer", default="auto", choices=OPTIMIZERS, help="optimizer")
+    p.add_argument("--cos-lr", action="store_true", help="cosine learning-rate schedule")
+    p.add_argument("--patience", type=int, default=100, help="early stop after this many epochs without improvement")
+    p.add_argument(
+        "--freeze", type=int, nargs="+", default=None, metavar="N",
+        help="freeze layers: one number N freezes the first N layers (10 = backbone), several freeze those indices",
+    )
+    p.add_argument("--save-period", type=int, default=-1, help="also save a checkpoint every N epochs (-1: off)")
+    p.add_argument(
+        "--cache", nargs="?", const="ram", default=None, choices=("ram", "disk"),
+        help="cache images in 'ram' (default when given) or on 'disk'",
+    )
+    p.add_argument("--single-cls", action="store_true", help="train all classes as one class")
+    p.add_argument("--rect", action="store_true", help="rectangular training batches")
+    p.add_argument("--noval", action="store_true", help="validate only after the final epoch")
+    p.add_argument("--noplots", action="store_true", help="save no plots")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing epsilon for the class loss")
+    return p
+
+
+def load_hyp(path: str) -> dict:
+    """Read a --hyp YAML; YOLOv5-only keys are ignored with a warning, unknown keys are an error naming them."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+    from ultralytics.utils import LOGGER
+
+    p = Path(path)
+    if not p.is_file():
+        raise CLIError(f"--hyp {path}: file not found")
+    try:
+        hyp = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise CLIError(f"--hyp {path}: not valid YAML ({e})") from None
+    if not isinstance(hyp, dict):
+        raise CLIError(f"--hyp {path}: expected a mapping of hyperparameter: value")
+    ignored = sorted(set(hyp) & YOLOV5_ONLY_HYP)
+    if ignored:
+        LOGGER.warning(f"--hyp {path}: YOLOv5-only keys ignored by the anchor-free head: {', '.join(ignored)}")
+    unknown = sorted(k for k in hyp if k not in DEFAULT_CFG_DICT and k not in YOLOV5_ONLY_HYP)
+    if unknown:
+        raise CLIError(f"--hyp {path}: unknown hyperparameters {', '.join(unknown)} (see ultralytics cfg/default.yaml)")
+    return {k: v for k, v in hyp.items() if k not in YOLOV5_ONLY_HYP}
+
+
+def resume_checkpoint(resume, project: str) -> str:
+    """--resume value -> the last.pt to continue from."""
+    if resume is True:
+        runs = sorted(Path(project).glob("*/weights/last.pt"), key=lambda f: f.stat().st_mtime)
+        if not runs:
+            raise CLIError(f"--resume: no run with weights/last.pt under {project}")
+        return str(runs[-1])
+    p = Path(resume)
+    last = p / "weights" / "last.pt" if p.is_dir() else p
+    if not last.is_file():
+        raise CLIError(f"--resume {resume}: {last} not found (give a run folder or its weights/last.pt)")
+    return str(last)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from spd_yolo import YOLO, resolve_model_cfg
+    from spd_yolo.engine import SPDDetectionTrainer, label_smoothing
+
+    if args.resume:
+        model = YOLO(resume_checkpoint(args.resume, args.project))
+        model.train(resume=True, trainer=SPDDetectionTrainer)
+        return 0
+
+    check_imgsz(args.imgsz)
+    if args.batch_size == 0 or args.batch_size < -1:
+        raise CLIError(f"--batch-size {args.batch_size}: must be a positive number of images (or -1 for AutoBatch)")
+    if args.epochs < 1:
+        raise CLIError(f"--epochs {args.epochs}: must be >= 1")
+    data = check_data_yaml(args.data, ("train", "val"))
+    weights = check_weights(args.weights, (".pt",)) if args.weights else None
+    if not args.cfg and not weights:
+        raise CLIError("give --cfg (model YAML or name, e.g. yolov5n-SPD) and/or --weights (a .pt checkpoint)")
+    overrides = load_hyp(args.hyp) if args.hyp else {}
+    model = YOLO(resolve_model_cfg(args.cfg) if args.cfg else weights)
+    if args.label_smoothing:
+        model.add_callback("on_pretrain_routine_end", label_smoothing(args.label_smoothing))
+    overrides.update(
+        data=data,
+        epochs=args.epochs,
+        batch=args.batch_size,
+        imgsz=args.imgsz,
+        device=args.device or None,
+        workers=args.workers,
+        project=str(Path(args.project).resolve()),
+        name=args.name,
+        exist_ok=args.exist_ok,
+        seed=args.seed,
+        optimizer=args.optimizer,
+        cos_lr=args.cos_lr,
+        patience=args.patience,
+        freeze=parse_freeze(args.freeze),
+        save_period=args.save_period,
+        cache=args.cache or False,
+        single_cls=args.single_cls,
+        rect=args.rect,
+        val=not args.noval,
+        plots=not args.noplots,
+    )
+    if args.cfg and weights:
+        overrides["pretrained"] = weights  # ultralytics transfers name+shape matches and logs "Transferred N/M items"
+    model.train(trainer=SPDDetectionTrainer, **overrides)
+    print(f"Results saved to {model.trainer.save_dir}")
+    return 0
+
+
+def cli(argv: list[str] | None = None) -> int:
+    return run_main(main, argv)

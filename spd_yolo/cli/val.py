@@ -1,0 +1,105 @@
+# SPD-YOLO, AGPL-3.0 license
+"""val.py: validate a detector: ultralytics' metrics AND pycocotools' COCO metrics (AP_S, AP_M, AP_L, AR ...).
+
+The COCO ground truth is the dataset's official annotation file when there is one (``--anno-json``, or
+``<path>/annotations/instances_<split folder>.json``, e.g. instances_val2017.json for COCO: crowd regions, mask-based
+areas, COCO's 91 category ids), otherwise it is built from the YOLO labels at original image sizes, so small /
+medium / large follow COCO's 32^2 / 96^2 pixel thresholds for any dataset. The output says which was used. The table
+is saved as coco_metrics.json and coco_metrics.csv in the run folder, beside predictions.json.
+
+Examples:
+    python val.py --weights runs/train/exp/weights/best.pt --data datasets/spd-demo/data.yaml --img 256
+    python val.py --weights best.onnx --data coco.yaml --anno-json datasets/coco/annotations/instances_val2017.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+from pathlib import Path
+
+from spd_yolo.cli.common import (
+    CLIError,
+    HelpFormatter,
+    add_device,
+    add_imgsz,
+    add_run_dir,
+    check_data_yaml,
+    check_imgsz,
+    check_weights,
+    run_main,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="val.py", description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--data", default="", help="dataset YAML (ultralytics format)")
+    p.add_argument("--weights", default="", help="model to validate: a .pt checkpoint or an exported .onnx")
+    p.add_argument("--batch-size", type=int, default=32, help="batch size")
+    add_imgsz(p)
+    p.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold")
+    p.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
+    p.add_argument("--max-det", type=int, default=300, help="maximum detections per image")
+    p.add_argument("--task", default="val", choices=("val", "test"), help="dataset split to evaluate")
+    add_device(p)
+    p.add_argument("--workers", type=int, default=8, help="dataloader workers")
+    p.add_argument("--single-cls", action="store_true", help="treat the dataset as one class")
+    p.add_argument("--verbose", action="store_true", help="per-class metrics")
+    p.add_argument("--save-txt", action="store_true", help="save predictions as YOLO .txt labels")
+    p.add_argument("--save-conf", action="store_true", help="with --save-txt, add the confidence")
+    p.add_argument(
+        "--save-json", action="store_true",
+        help="kept for YOLOv5 users: predictions.json is always saved, as the COCO metrics need it",
+    )
+    p.add_argument("--half", action="store_true", help="FP16 inference (GPU)")
+    p.add_argument("--anno-json", default="", help="official COCO annotation file to evaluate against")
+    add_run_dir(p, "runs/val")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from spd_yolo import YOLO
+    from spd_yolo.engine import SPDDetectionValidator
+
+    check_imgsz(args.imgsz)
+    weights = check_weights(args.weights)
+    data = check_data_yaml(args.data, (args.task,))
+    if args.anno_json and not Path(args.anno_json).is_file():
+        raise CLIError(f"--anno-json {args.anno_json}: file not found")
+    if not 0 <= args.conf_thres <= 1 or not 0 <= args.iou_thres <= 1:
+        raise CLIError("--conf-thres and --iou-thres must be between 0 and 1")
+    model = YOLO(weights)
+    metrics = model.val(
+        validator=functools.partial(SPDDetectionValidator, anno_json=args.anno_json or None),
+        data=data,
+        batch=args.batch_size,
+        imgsz=args.imgsz,
+        conf=args.conf_thres,
+        iou=args.iou_thres,
+        max_det=args.max_det,
+        split=args.task,
+        device=args.device or None,
+        workers=args.workers,
+        single_cls=args.single_cls,
+        verbose=args.verbose,
+        save_txt=args.save_txt,
+        save_conf=args.save_conf,
+        save_json=True,
+        quantize=16 if args.half else None,
+        project=str(Path(args.project).resolve()),
+        name=args.name,
+        exist_ok=args.exist_ok,
+    )
+    result = getattr(metrics, "coco", None)
+    if result is None:
+        raise CLIError("COCO evaluation did not run")
+    from spd_yolo.coco import format_table
+
+    print(format_table({Path(weights).name: result}))
+    print(f"Results saved to {metrics.save_dir}" if hasattr(metrics, "save_dir") else "")
+    return 0
+
+
+def cli(argv: list[str] | None = None) -> int:
+    return run_main(main, argv)

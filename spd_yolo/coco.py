@@ -1,0 +1,475 @@
+# SPD-YOLO, AGPL-3.0 license
+"""COCO detection metrics (AP, AP50, AP75, AP_S/M/L, AR1/10/100, AR_S/M/L) computed by pycocotools.
+
+Every number reported here is exactly ``COCOeval('bbox').stats`` from pycocotools: nothing is re-implemented, so the
+values match any other pycocotools-based evaluation of the same boxes (``-1`` where pycocotools leaves a metric
+undefined, e.g. AP_L on a set without large objects).
+
+The size buckets (small < 32², medium 32²..96², large > 96² pixels of area) are only meaningful at the ORIGINAL image
+size, so ground truth built from YOLO labels (:func:`gt_from_labels`, :func:`read_yolo_labels`) is scaled to the
+original image size, never to the letterboxed network input. With an official COCO annotation file
+(:func:`find_annotation_file`), the file's own ``area`` field (the segmentation-mask area) decides the bucket, as in
+every published COCO number.
+
+Examples:
+    >>> records = read_yolo_labels(["data/images/val/0001.jpg"])
+    >>> gt = gt_from_labels(records, {0: "person"})
+    >>> stats = evaluate(gt, detections)  # detections: COCO result dicts in original-image pixels
+    >>> print(format_table({"yolov5s-SPD": stats}))
+    >>> save_stats(stats, "runs/val")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+from PIL import Image
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+__all__ = (
+    "STAT_NAMES",
+    "CocoStats",
+    "category_map",
+    "evaluate",
+    "find_annotation_file",
+    "format_table",
+    "gt_from_labels",
+    "read_yolo_labels",
+    "save_stats",
+)
+
+STAT_NAMES = ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L", "AR1", "AR10", "AR100", "AR_S", "AR_M", "AR_L")
+"""Names of ``COCOeval.stats``, in its order."""
+
+TABLE_ORDER = ("AP_S", "AP_M", "AP_L", "AP", "AP50", "AP75", "AR1", "AR10", "AR100", "AR_S", "AR_M", "AR_L")
+"""Row order of :func:`format_table`: small-object AP (our headline metric) first."""
+
+_YOLO_GT_DESCRIPTION = "YOLO labels"
+_COORD_TOL = 0.01  # ultralytics accepts normalized coordinates in [-0.01, 1.01]
+
+
+@dataclass(frozen=True)
+class CocoStats:
+    """The 12 COCO numbers of one evaluation, the ground truth they were measured against, and pycocotools' printout."""
+
+    values: dict[str, float]  # STAT_NAMES -> COCOeval.stats value (-1 where undefined)
+    gt_source: str  # which ground truth was used, human-readable
+    summary: str  # the text printed by COCOeval.summarize()
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"gt_source": ..., "AP": ..., ...}`` (metrics in STAT_NAMES order)."""
+        return {"gt_source": self.gt_source, **{k: self.values[k] for k in STAT_NAMES}}
+
+
+# --------------------------------------------------------------------------------------------------- ground truth
+
+
+def gt_from_labels(records: Iterable[dict], names: dict[int, str]) -> dict:
+    """COCO ground-truth dict from YOLO labels, in ORIGINAL-image pixels.
+
+    Args:
+        records: dicts ``{"file_name", "height", "width", "cls" (n,), "bboxes" (n, 4) normalized xc, yc, w, h}``.
+        names: model/dataset class names; class ``c`` becomes category id ``c + 1``.
+
+    Returns:
+        A COCO dict: image ids 1..N in the given order, annotation ids 1..M, bbox ``[x, y, w, h]`` and
+        ``area = w * h`` in original pixels (so COCO's 32²/96² size thresholds apply to the original image).
+    """
+    names = {int(k): str(v) for k, v in names.items()}
+    images, annotations = [], []
+    for image_id, rec in enumerate(records, start=1):
+        file_name = str(rec["file_name"])
+        height, width = int(rec["height"]), int(rec["width"])
+        if height <= 0 or width <= 0:
+            raise ValueError(f"{file_name}: image size must be positive, got height={height}, width={width}")
+        cls = np.asarray(rec["cls"], dtype=np.float64).reshape(-1)
+        boxes = np.asarray(rec["bboxes"], dtype=np.float64).reshape(-1, 4)
+        if len(cls) != len(boxes):
+            raise ValueError(f"{file_name}: {len(cls)} class ids but {len(boxes)} boxes")
+        images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
+        for c, (xc, yc, w, h) in zip(cls, boxes):
+            if c % 1 or int(c) not in names:
+                raise ValueError(f"{file_name}: class {c:g} is not in the class names (valid: {sorted(names)})")
+            bw, bh = w * width, h * height
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(c) + 1,
+                    "bbox": [float((xc - w / 2) * width), float((yc - h / 2) * height), float(bw), float(bh)],
+                    "area": float(bw * bh),
+                    "iscrowd": 0,
+                }
+            )
+    return {
+        "info": {"description": _YOLO_GT_DESCRIPTION},
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": c + 1, "name": names[c]} for c in sorted(names)],
+    }
+
+
+def _label_path(image_file: str | os.PathLike) -> Path:
+    """The ultralytics label path of an image: last ``/images/`` -> ``/labels/``, suffix -> ``.txt``."""
+    sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
+    return Path(sb.join(os.fspath(image_file).rsplit(sa, 1)).rsplit(".", 1)[0] + ".txt")
+
+
+def image_size(image_file: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) as an image decoder (cv2) delivers it: header only, EXIF rotation 5-8 swaps the sides."""
+    with Image.open(image_file) as im:
+        w, h = im.size
+        try:
+            rotated = im.getexif().get(0x0112) in {5, 6, 7, 8}
+        except Exception:  # unreadable EXIF: ignore it, as ultralytics does
+            rotated = False
+    return (h, w) if rotated else (w, h)
+
+
+def _parse_label_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(cls (n,), boxes (n, 4) normalized xc yc w h) of one YOLO label file; ValueError on a malformed line.
+
+    Accepts what ultralytics accepts for detection: ``class xc yc w h`` rows, or ``class x1 y1 x2 y2 x3 y3 ...``
+    polygon rows (converted to their bounding box), not both in one file; coordinates in [-0.01, 1.01]. Exact
+    duplicate rows are dropped, as ultralytics does.
+    """
+    expected = "expected 'class xc yc w h' (5 numbers) or 'class x1 y1 x2 y2 x3 y3 ...' (a polygon of >= 3 points)"
+    rows: list[tuple[int, float, np.ndarray, np.ndarray]] = []  # (line number, class, box, key for duplicates)
+    kinds = set()
+    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        where = f"{path}, line {lineno}"
+        if len(parts) != 5 and (len(parts) < 7 or len(parts) % 2 == 0):
+            raise ValueError(f"{where}: {len(parts)} values, {expected}: {line.strip()!r}")
+        try:
+            values = np.array([float(p) for p in parts], dtype=np.float64)
+        except ValueError:
+            raise ValueError(f"{where}: not a number, {expected}: {line.strip()!r}") from None
+        if not np.isfinite(values).all():
+            raise ValueError(f"{where}: non-finite value, {expected}: {line.strip()!r}")
+        c = values[0]
+        if c < 0 or c % 1:
+            raise ValueError(f"{where}: class must be a non-negative integer, got {parts[0]!r}")
+        if len(parts) == 5:
+            kinds.add("box")
+            box = values[1:]
+        else:
+            kinds.add("polygon")
+            xy = values[1:].reshape(-1, 2)
+            (x1, y1), (x2, y2) = xy.min(0), xy.max(0)
+            box = np.array([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1])
+        if len(kinds) > 1:
+            raise ValueError(f"{where}: the file mixes box rows (5 values) and polygon rows; use one kind per file")
+        if box.max() > 1 + _COORD_TOL or box.min() < -_COORD_TOL or box[2:].min() < 0:
+            raise ValueError(
+                f"{where}: box (xc, yc, w, h) = {tuple(round(float(v), 6) for v in box)} is not normalized; "
+                f"expected values in [0, 1] (relative to the image size) and w, h >= 0"
+            )
+        rows.append((lineno, c, box, values))
+    seen, cls, boxes, dropped = set(), [], [], 0
+    for _, c, box, values in rows:
+        key = values.astype(np.float32).tobytes()  # ultralytics compares float32 rows
+        if key in seen:
+            dropped += 1
+            continue
+        seen.add(key)
+        cls.append(c)
+        boxes.append(box)
+    if dropped:
+        warnings.warn(f"{path}: {dropped} duplicate label rows removed (as ultralytics does)", stacklevel=3)
+    return np.array(cls, dtype=np.float64), np.array(boxes, dtype=np.float64).reshape(-1, 4)
+
+
+def read_yolo_labels(image_files: Iterable[str | os.PathLike]) -> list[dict]:
+    """Records for :func:`gt_from_labels`, read from disk.
+
+    Image size comes from the file header (PIL, no decode; EXIF-rotated JPEGs get their displayed size, like cv2).
+    Labels follow the ultralytics convention (``.../images/x.jpg`` -> ``.../labels/x.txt``); a missing or empty label
+    file means no objects. ``file_name`` is the image path as given. Malformed lines raise ValueError (file + line).
+    """
+    records = []
+    for f in image_files:
+        width, height = image_size(f)
+        label_file = _label_path(f)
+        if label_file.is_file():
+            cls, boxes = _parse_label_file(label_file)
+        else:
+            cls, boxes = np.zeros(0), np.zeros((0, 4))
+        records.append({"file_name": os.fspath(f), "height": height, "width": width, "cls": cls, "bboxes": boxes})
+    return records
+
+
+def find_annotation_file(dataset_root: str | os.PathLike, split_dir_name: str) -> Path | None:
+    """The official COCO annotation file of a split, ``dataset_root/annotations/instances_{split}.json``, or None.
+
+    ``split_dir_name`` is the image folder's name (``val2017`` for ``images/val2017``); a path is reduced to its name.
+    """
+    split = Path(split_dir_name).name
+    path = Path(dataset_root) / "annotations" / f"instances_{split}.json"
+    return path if path.is_file() else None
+
+
+def category_map(model_names: dict[int, str], gt_categories: list[dict]) -> dict[int, int]:
+    """Model class index -> GT category id.
+
+    Matches by name (case-insensitive, stripped). If some model class has no namesake but the GT has exactly as many
+    categories as the model has classes, maps by order (i-th model index -> i-th smallest GT id) with a warning.
+    Otherwise raises ValueError listing the unmatched model names and the GT names.
+    """
+    model_names = {int(k): str(v) for k, v in model_names.items()}
+    gt_sorted = sorted(gt_categories, key=lambda c: c["id"])
+    by_name: dict[str, list[int]] = {}
+    for cat in gt_sorted:
+        by_name.setdefault(str(cat["name"]).strip().lower(), []).append(int(cat["id"]))
+    mapping, unmatched = {}, []
+    for idx in sorted(model_names):
+        ids = by_name.get(model_names[idx].strip().lower(), [])
+        if len(ids) > 1:
+            raise ValueError(f"model class {idx} {model_names[idx]!r} matches several GT categories (ids {ids})")
+        if ids:
+            mapping[idx] = ids[0]
+        else:
+            unmatched.append(model_names[idx])
+    if not unmatched:
+        return mapping
+    gt_names = [str(c["name"]) for c in gt_sorted]
+    if len(gt_sorted) == len(model_names):
+        mapping = {idx: int(cat["id"]) for idx, cat in zip(sorted(model_names), gt_sorted)}
+        warnings.warn(
+            f"model classes {unmatched} not found by name among the GT categories {gt_names}; both have "
+            f"{len(gt_sorted)} classes, so mapping by order (model index i -> i-th smallest GT id)",
+            stacklevel=2,
+        )
+        return mapping
+    raise ValueError(
+        f"cannot map model classes to GT categories: model classes {unmatched} are not GT category names and the "
+        f"model has {len(model_names)} classes but the GT has {len(gt_sorted)} categories. GT names: {gt_names}"
+    )
+
+
+# --------------------------------------------------------------------------------------------------- evaluation
+
+
+def _gt_dataset(gt: dict | str | os.PathLike | COCO) -> tuple[dict, str]:
+    """(COCO dataset dict, description of its source) of a dict, a JSON path or a COCO object."""
+    if isinstance(gt, COCO):
+        dataset, source = gt.dataset, None
+    elif isinstance(gt, dict):
+        dataset, source = gt, None
+    elif isinstance(gt, (str, os.PathLike)):
+        path = Path(gt).resolve()
+        with open(path, encoding="utf-8") as f:
+            dataset = json.load(f)
+        source = f"annotation file {path}"
+    else:
+        raise TypeError(f"gt must be a COCO dict, a path to a COCO JSON or a pycocotools COCO, not {type(gt).__name__}")
+    for key in ("images", "categories"):
+        if not isinstance(dataset, dict) or key not in dataset:
+            raise ValueError(f"ground truth {source or 'dict'} is not a COCO dataset: it has no {key!r} list")
+    if source is None:
+        info = dataset.get("info") or {}
+        desc = info.get("description") if isinstance(info, dict) else None
+        n_img, n_ann = len(dataset["images"]), len(dataset.get("annotations", []))
+        source = f"{desc or 'COCO ground truth'} ({_plural(n_img, 'image')}, {_plural(n_ann, 'box')})"
+    return dataset, source
+
+
+def _plural(n: int, word: str) -> str:
+    """'1 image', '2 images', '3 boxes'."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}{'es' if word.endswith('x') else 's'}"
+
+
+def _coco(dataset: dict) -> COCO:
+    """A pycocotools COCO indexing ``dataset`` (its index messages swallowed)."""
+    coco = COCO()
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def _clean_detections(detections: list[dict], img_ids: set, cat_ids: set) -> list[dict]:
+    """Fresh result dicts (plain Python numbers) after checking ids and boxes; the caller's dicts stay untouched."""
+    out, bad_img, bad_cat = [], set(), set()
+    for i, d in enumerate(detections):
+        try:
+            image_id, category_id, bbox, score = d["image_id"], d["category_id"], d["bbox"], d["score"]
+        except (KeyError, TypeError):
+            raise ValueError(f"detection {i} is not a dict with image_id, category_id, bbox, score: {d!r}") from None
+        try:
+            bbox = [float(v) for v in np.asarray(bbox, dtype=np.float64).reshape(-1)]
+            score = float(score)
+        except (TypeError, ValueError):
+            bbox = []
+        if len(bbox) != 4 or not all(map(math.isfinite, bbox)) or bbox[2] < 0 or bbox[3] < 0:
+            raise ValueError(
+                f"detection {i}: expected bbox = 4 finite numbers [x, y, w, h] with w, h >= 0 and a numeric score, "
+                f"got {d!r}"
+            )
+        image_id = int(image_id) if isinstance(image_id, (int, np.integer)) else image_id
+        category_id = int(category_id) if isinstance(category_id, (int, np.integer)) else category_id
+        if image_id not in img_ids:
+            bad_img.add(image_id)
+        if category_id not in cat_ids:
+            bad_cat.add(category_id)
+        out.append({"image_id": image_id, "category_id": category_id, "bbox": bbox, "score": score})
+    if bad_img:
+        raise ValueError(
+            f"detections refer to image ids not in the ground truth: {sorted(bad_img, key=str)[:20]} "
+            f"(GT image ids: {len(img_ids)} ids, e.g. {sorted(img_ids, key=str)[:5]})"
+        )
+    if bad_cat:
+        raise ValueError(
+            f"detections refer to category ids not in the ground truth: {sorted(bad_cat, key=str)} "
+            f"(GT category ids: {sorted(cat_ids, key=str)}); map model classes with category_map()"
+        )
+    return out
+
+
+def _load_results(coco_gt: COCO, detections: list[dict]) -> COCO:
+    """``coco_gt.loadRes(detections)``, also for zero detections (where loadRes itself raises IndexError)."""
+    if detections:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return coco_gt.loadRes(detections)
+    return _coco(
+        {
+            "info": copy.deepcopy(coco_gt.dataset.get("info", {})),
+            "images": list(coco_gt.dataset["images"]),
+            "categories": copy.deepcopy(coco_gt.dataset["categories"]),
+            "annotations": [],
+        }
+    )
+
+
+def evaluate(gt: dict | str | os.PathLike | COCO, detections: list[dict], image_ids=None) -> CocoStats:
+    """pycocotools ``COCOeval('bbox')`` of COCO result dicts against a ground truth.
+
+    Args:
+        gt: a COCO dict, a path to a COCO JSON, or a pycocotools COCO (never modified).
+        detections: dicts ``{"image_id", "category_id", "bbox": [x, y, w, h] original pixels, "score"}``.
+        image_ids: evaluate only these GT images (e.g. the ones actually validated); default all.
+
+    Returns:
+        CocoStats with exactly ``COCOeval.stats``. Zero detections give AP 0 for every bucket that has objects.
+    """
+    dataset, source = _gt_dataset(gt)
+    # COCOeval writes an 'ignore' flag into each GT annotation: give it copies (fills 'iscrowd'/'area' if absent).
+    anns = []
+    for a in dataset.get("annotations", []):
+        a = dict(a)
+        a.setdefault("iscrowd", 0)
+        if "area" not in a:
+            a["area"] = float(a["bbox"][2]) * float(a["bbox"][3])
+        anns.append(a)
+    coco_gt = _coco({**dataset, "annotations": anns})
+    if not coco_gt.getImgIds():
+        raise ValueError(f"ground truth {source} has no images")
+    all_img_ids = set(coco_gt.getImgIds())
+    if image_ids is not None:
+        image_ids = [int(i) if isinstance(i, (int, np.integer)) else i for i in image_ids]
+        if not image_ids:
+            raise ValueError("image_ids is empty: nothing to evaluate")
+        unknown = sorted({i for i in image_ids if i not in all_img_ids}, key=str)
+        if unknown:
+            raise ValueError(f"image_ids not in the ground truth {source}: {unknown[:20]}")
+        n_eval = len(set(image_ids))
+        if n_eval < len(all_img_ids):
+            source += f", evaluated on {n_eval} of {len(all_img_ids)} images"
+    dets = _clean_detections(detections, all_img_ids, set(coco_gt.getCatIds()))
+    coco_dt = _load_results(coco_gt, dets)
+
+    ev = COCOeval(coco_gt, coco_dt, "bbox")
+    if image_ids is not None:
+        ev.params.imgIds = sorted(set(image_ids))
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev.evaluate()
+        ev.accumulate()
+    summary = io.StringIO()
+    with contextlib.redirect_stdout(summary):
+        ev.summarize()
+    values = {name: float(v) for name, v in zip(STAT_NAMES, ev.stats)}
+    return CocoStats(values=values, gt_source=source, summary=summary.getvalue())
+
+
+# --------------------------------------------------------------------------------------------------- reporting
+
+
+def _pct(v: float) -> str:
+    """A COCO value as a percentage with 1 decimal; pycocotools' -1 (undefined) as '-'."""
+    return "-" if v < 0 else f"{100 * v:.1f}"
+
+
+def format_table(results: dict[str, CocoStats]) -> str:
+    """Side-by-side table: one column per model, one row per metric (AP_S first), in percent; with exactly two
+    models a 'diff' column (second minus first, in points). The first line names the ground truth."""
+    if not results:
+        raise ValueError("format_table needs at least one result")
+    labels = list(results)
+    sources = {s.gt_source for s in results.values()}
+    if len(sources) == 1:
+        head = f"Ground truth: {next(iter(sources))}"
+    else:
+        head = "Ground truth (differs between models!): " + "; ".join(f"{k}: {results[k].gt_source}" for k in labels)
+    header = ["metric", *labels]
+    rows = []
+    for name in TABLE_ORDER:
+        vals = [results[k].values[name] for k in labels]
+        row = [name, *map(_pct, vals)]
+        if len(labels) == 2:
+            a, b = vals
+            row.append("-" if a < 0 or b < 0 else f"{100 * (b - a):+.1f}")
+        rows.append(row)
+    if len(labels) == 2:
+        header.append("diff")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join([cells[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(cells[1:], widths[1:])]).rstrip()
+
+    return "\n".join([head, line(header), *(line(r) for r in rows)])
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same folder and os.replace (never a truncated file)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def save_stats(stats: CocoStats, folder: str | os.PathLike) -> tuple[Path, Path]:
+    """Write ``folder/coco_metrics.json`` (as_dict + summary) and ``folder/coco_metrics.csv`` (metric,value rows in
+    STAT_NAMES order, then gt_source), atomically; creates ``folder``. Returns (json_path, csv_path)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path, csv_path = folder / "coco_metrics.json", folder / "coco_metrics.csv"
+    _atomic_write(json_path, json.dumps({**stats.as_dict(), "summary": stats.summary}, indent=2) + "\n")
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["metric", "value"])
+    writer.writerows([name, repr(stats.values[name])] for name in STAT_NAMES)
+    writer.writerow(["gt_source", stats.gt_source])
+    _atomic_write(csv_path, buf.getvalue())
+    return json_path, csv_path

@@ -1,0 +1,139 @@
+# SPD-YOLO, AGPL-3.0 license
+"""ultralytics engine classes with SPD-YOLO additions, found at the fewest extension points.
+
+- `SPDDetectionTrainer`: the stock trainer, defined in our package. ultralytics' multi-GPU (DDP) workers rebuild the
+  trainer from its class, so importing it there imports `spd_yolo` and registers the SPD layers before any YAML is
+  parsed. It validates with `SPDDetectionValidator`.
+- `SPDDetectionValidator`: the stock validator whose `eval_json` (run when ``save_json=True``) computes the COCO
+  metrics with pycocotools for any YOLO-format dataset (or against an official COCO annotation file), prints the
+  table and saves it as JSON and CSV in the run folder.
+- `label_smoothing(eps)`: a training callback giving the classification BCE YOLOv5-style smoothed targets.
+"""
+
+from __future__ import annotations
+
+import json
+from copy import copy
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from ultralytics.models.yolo.detect import DetectionTrainer, DetectionValidator
+from ultralytics.utils import LOGGER
+
+from spd_yolo import coco
+
+__all__ = ("SPDDetectionTrainer", "SPDDetectionValidator", "label_smoothing", "SmoothBCEWithLogits")
+
+
+class SPDDetectionValidator(DetectionValidator):
+    """DetectionValidator that reports pycocotools' COCO metrics (AP_S first) for any dataset.
+
+    Args:
+        anno_json (str | Path, optional): Official COCO annotation file to evaluate against. Default: the file shipped
+            with the dataset (``<path>/annotations/instances_<split folder>.json``) if any, else a ground truth built
+            from the YOLO labels at original image sizes.
+    """
+
+    def __init__(self, *args, anno_json: str | Path | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.anno_json = Path(anno_json) if anno_json else None
+        self.coco_stats: coco.CocoStats | None = None
+
+    def __call__(self, trainer=None, model=None, **kwargs):
+        """Validate; with save_json, COCO metrics are computed even when the model predicted nothing at all."""
+        stats = super().__call__(trainer=trainer, model=model, **kwargs)
+        if not self.training and self.args.save_json and not self.jdict and self.coco_stats is None:
+            stats = self.eval_json(stats)
+        return stats
+
+    def eval_json(self, stats: dict) -> dict:
+        """COCO evaluation of this run's predictions with pycocotools; prints, saves and returns the stats."""
+        if self.training:
+            return stats
+        result = self.coco_evaluate_predictions()
+        self.coco_stats = result
+        self.metrics.coco = result  # reachable from what Model.val() returns
+        json_path, csv_path = coco.save_stats(result, self.save_dir)
+        LOGGER.info(f"\nCOCO metrics (pycocotools), ground truth: {result.gt_source}\n{result.summary.rstrip()}")
+        LOGGER.info(f"COCO metrics saved to {json_path} and {csv_path}")
+        stats.update({f"coco/{k}": v for k, v in result.values.items()})
+        return stats
+
+    def coco_evaluate_predictions(self) -> coco.CocoStats:
+        """Map this run's predictions (self.jdict) onto the ground truth and run COCOeval."""
+        dataset = self.dataloader.dataset
+        anno = self.anno_json or coco.find_annotation_file(self.data["path"], Path(dataset.im_files[0]).parent.name)
+        if anno is not None:
+            return self._evaluate_on_file(Path(anno), dataset)
+        records = []
+        for lb in dataset.labels:  # rect validation reorders labels and drops "shape": read the size from the header
+            h, w = lb["shape"] if "shape" in lb else coco.image_size(lb["im_file"])[::-1]
+            records.append(
+                {"file_name": lb["im_file"], "height": h, "width": w, "cls": lb["cls"], "bboxes": lb["bboxes"]}
+            )
+        gt = coco.gt_from_labels(records, self.names)  # dataset image i has id i + 1, class c has id c + 1
+        gt["info"] = {"description": "YOLO labels at original image sizes"}
+        # predictions come in the order the images were seen: image eval_ids[k] has pred_counts[k] of them
+        owners = [i + 1 for i, n in zip(self.eval_ids or [], self.pred_counts) for _ in range(n)]
+        dets = [
+            {**d, "image_id": image_id, "category_id": self.class_map.index(d["category_id"]) + 1}
+            for d, image_id in zip(self.jdict, owners)
+        ]
+        return coco.evaluate(gt, dets)
+
+    def _evaluate_on_file(self, anno: Path, dataset) -> coco.CocoStats:
+        """Evaluate against an official COCO annotation file (its crowd regions, areas and category ids)."""
+        if not anno.is_file():
+            raise FileNotFoundError(f"COCO annotation file {anno} does not exist")
+        gt = json.loads(anno.read_text(encoding="utf-8"))
+        by_name = {Path(im["file_name"]).name: im["id"] for im in gt.get("images", [])}
+        names = [Path(f).name for f in dataset.im_files]
+        missing = [n for n in names if n not in by_name]
+        if len(missing) == len(names):
+            raise ValueError(f"{anno}: none of the {len(names)} validation images is in this annotation file")
+        if missing:
+            LOGGER.warning(f"{len(missing)} validation images are not in {anno} and are not evaluated, e.g. {missing[0]}")
+        cats = coco.category_map(self.names, gt["categories"])
+        dets = [
+            {**d, "image_id": by_name[d["file_name"]], "category_id": cats[self.class_map.index(d["category_id"])]}
+            for d in self.jdict
+            if d["file_name"] in by_name
+        ]
+        image_ids = sorted({by_name[n] for n in names if n in by_name})
+        return coco.evaluate(anno, dets, image_ids=image_ids)  # re-read by path, so the output names the file
+
+
+class SPDDetectionTrainer(DetectionTrainer):
+    """DetectionTrainer importable from `spd_yolo` (so DDP workers register SPD layers) validating with our validator."""
+
+    def get_validator(self):
+        """Return an SPDDetectionValidator (stock metrics during training; COCO metrics when save_json is set)."""
+        return SPDDetectionValidator(self.test_loader, save_dir=self.save_dir, args=copy(self.args), _callbacks=self.callbacks)
+
+
+class SmoothBCEWithLogits(nn.BCEWithLogitsLoss):
+    """BCE-with-logits on YOLOv5-style smoothed targets: t * (1 - eps) + eps / 2."""
+
+    def __init__(self, eps: float, reduction: str = "none"):
+        super().__init__(reduction=reduction)
+        self.eps = float(eps)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return super().forward(pred, target * (1.0 - self.eps) + 0.5 * self.eps)
+
+
+def label_smoothing(eps: float):
+    """Training callback (``on_pretrain_routine_end``) that smooths the classification targets of the loss by eps."""
+    if not 0.0 <= eps < 1.0:
+        raise ValueError(f"label smoothing must be in [0, 1), got {eps}")
+
+    def apply(trainer) -> None:
+        from ultralytics.utils.torch_utils import unwrap_model
+
+        model = unwrap_model(trainer.model)
+        model.criterion = model.init_criterion()
+        model.criterion.bce = SmoothBCEWithLogits(eps)
+        LOGGER.info(f"label smoothing: classification targets smoothed by eps={eps}")
+
+    return apply

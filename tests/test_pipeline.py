@@ -1,0 +1,137 @@
+# SPD-YOLO, AGPL-3.0 license
+"""End to end on CPU, tiny self-made data: train -> val (COCO table) -> detect (folder, video) -> export ONNX -> ONNX."""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import cv2
+import pytest
+import torch
+
+from helpers import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def script(name: str, *args, cwd=None) -> subprocess.CompletedProcess:
+    """Run one of the root scripts as a user would; returns the finished process (stdout+stderr in .stdout)."""
+    env = {**os.environ, "YOLO_VERBOSE": "true"}  # the scripts print what a user sees
+    return subprocess.run(
+        [sys.executable, str(REPO / f"{name}.py"), *map(str, args)],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
+    )
+
+
+def ok(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    from spd_yolo.data.synth import generate_demo_dataset
+
+    return generate_demo_dataset(tmp_path_factory.mktemp("data") / "tiny", n_train=8, n_val=4, imgsz=64,
+                                 video_frames=7, progress=False)
+
+
+@pytest.fixture(scope="module")
+def run_dir(dataset, tmp_path_factory):
+    project = tmp_path_factory.mktemp("runs")
+    out = ok(script("train", "--cfg", "yolov5n-SPD", "--data", dataset, "--epochs", 2, "--img", 64, "--batch-size", 4,
+                    "--workers", 0, "--device", "cpu", "--project", project, "--name", "spd"))
+    assert "Results saved to" in out
+    return project / "spd"
+
+
+def test_train_writes_run_folder(run_dir):
+    for f in ("weights/best.pt", "weights/last.pt", "results.csv", "args.yaml", "results.png"):
+        assert (run_dir / f).is_file(), f
+    rows = list(csv.DictReader((run_dir / "results.csv").open()))
+    assert [int(float(r["epoch"])) for r in rows] == [1, 2]
+    ckpt = torch.load(run_dir / "weights/best.pt", weights_only=False)
+    assert type(ckpt["model"].model[0]).__name__ == "SPDConv"
+
+
+def test_val_prints_and_saves_coco_table(run_dir, dataset, tmp_path):
+    out = ok(script("val", "--weights", run_dir / "weights/best.pt", "--data", dataset, "--img", 64,
+                    "--project", tmp_path, "--name", "v", "--verbose"))
+    assert "mAP50-95" in out  # ultralytics' metrics
+    assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area= small | maxDets=100 ]" in out  # pycocotools' table
+    lines = [line.split() for line in out.splitlines()]
+    metric_rows = [row[0] for row in lines if row and row[0] in ("AP_S", "AP_M", "AP_L", "AP", "AP50")]
+    assert metric_rows[:3] == ["AP_S", "AP_M", "AP_L"]
+    assert "annotation file" in out and "instances_val.json" in out  # the dataset ships one: it is used and named
+    saved = json.loads((tmp_path / "v/coco_metrics.json").read_text())
+    assert set(saved) >= {"AP", "AP_S", "AR_L", "gt_source"}
+    rows = {r["metric"]: r["value"] for r in csv.DictReader((tmp_path / "v/coco_metrics.csv").open())}
+    assert float(rows["AP_S"]) == saved["AP_S"]
+    assert (tmp_path / "v/predictions.json").is_file()
+
+
+def test_val_from_yolo_labels_matches_annotation_file(run_dir, dataset, tmp_path):
+    """Without the shipped COCO JSON the ground truth is built from the YOLO labels: same numbers."""
+    copy = tmp_path / "copy"
+    shutil.copytree(dataset.parent, copy, ignore=shutil.ignore_patterns("annotations", "*.cache"))
+    data = copy / "data.yaml"
+    data.write_text(data.read_text().replace(str(dataset.parent), str(copy)))
+    args = ("--weights", run_dir / "weights/best.pt", "--img", 64, "--project", tmp_path, "--conf-thres", 0.0001)
+    out_labels = ok(script("val", "--data", data, "--name", "labels", *args))
+    assert "YOLO labels at original image sizes (4 images" in out_labels, out_labels[-2000:]
+    ok(script("val", "--data", dataset, "--name", "file", *args))
+    a = json.loads((tmp_path / "labels/coco_metrics.json").read_text())
+    b = json.loads((tmp_path / "file/coco_metrics.json").read_text())
+    for k in ("AP", "AP50", "AP_S", "AP_M", "AP_L", "AR100", "AR_S"):
+        assert a[k] == pytest.approx(b[k], abs=1e-9), k
+
+
+def test_detect_folder_and_video(run_dir, dataset, tmp_path):
+    root = dataset.parent
+    out = ok(script("detect", "--weights", run_dir / "weights/best.pt", "--source", root / "images/val", "--img", 64,
+                    "--project", tmp_path, "--name", "imgs", "--save-txt", "--conf-thres", 0.001))
+    assert "4 images/frames" in out
+    assert sorted(p.name for p in (tmp_path / "imgs").glob("*.jpg")) == sorted(
+        p.name for p in (root / "images/val").glob("*.jpg"))
+    ok(script("detect", "--weights", run_dir / "weights/best.pt", "--source", root / "video/demo.avi", "--img", 64,
+              "--project", tmp_path, "--name", "vid"))
+    src, dst = cv2.VideoCapture(str(root / "video/demo.avi")), cv2.VideoCapture(str(tmp_path / "vid/demo.avi"))
+    assert dst.isOpened()
+    assert dst.get(cv2.CAP_PROP_FRAME_COUNT) == src.get(cv2.CAP_PROP_FRAME_COUNT) == 7
+    assert dst.get(cv2.CAP_PROP_FPS) == pytest.approx(src.get(cv2.CAP_PROP_FPS))
+    n = 0
+    while dst.read()[0]:
+        n += 1
+    assert n == 7
+
+
+def test_export_onnx_parity_and_onnx_in_detect_and_val(run_dir, dataset, tmp_path):
+    weights = tmp_path / "best.pt"
+    shutil.copy(run_dir / "weights/best.pt", weights)
+    out = ok(script("export", "--weights", weights, "--include", "onnx", "torchscript", "--img", 64))
+    assert "ONNX parity on bus.jpg" in out
+    diff = float(out.split("max abs diff ")[1].split()[0])
+    assert diff < 1e-3
+    onnx = tmp_path / "best.onnx"
+    assert onnx.is_file() and (tmp_path / "best.torchscript").is_file()
+    out = ok(script("detect", "--weights", onnx, "--source", dataset.parent / "images/val", "--img", 64,
+                    "--project", tmp_path, "--name", "onnx-detect"))
+    assert "4 images/frames" in out
+    out = ok(script("val", "--weights", onnx, "--data", dataset, "--img", 64, "--project", tmp_path, "--name", "ov"))
+    assert "AP_S" in out and (tmp_path / "ov/coco_metrics.json").is_file()
+
+
+def test_transfer_from_stock_checkpoint(dataset, tmp_path):
+    """--cfg with --weights transfers every tensor whose name and shape match, and says how many."""
+    from ultralytics import YOLO
+
+    stock = tmp_path / "yolov5n-stock.pt"
+    YOLO("yolov5n.yaml").save(stock)
+    out = ok(script("train", "--cfg", "yolov5n-SPD", "--weights", stock, "--data", dataset, "--epochs", 1, "--img", 64,
+                    "--batch-size", 4, "--workers", 0, "--device", "cpu", "--project", tmp_path, "--noplots"))
+    line = next(x for x in out.splitlines() if "Transferred" in x)
+    done, total = map(int, line.split("Transferred ")[1].split()[0].split("/"))
+    assert 0 < done < total
