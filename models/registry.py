@@ -189,7 +189,7 @@ def _check_rows(d: dict) -> list:
 
 
 def _rewrite_spd_rows(d: dict, rows: list) -> dict[int, tuple]:
-    """Replace our rows in `d` (the parser's private copy) by surrogates; return {index: (rule, f, args)}."""
+    """Replace our rows in `d` by surrogate stock rows; return {index: (rule, f, args)}."""
     src, ours, nb = _yaml_name(d), {}, len(d["backbone"])
     for i, (f, n, m, args) in enumerate(rows):
         rule = PARSER_RULES.get(m)
@@ -237,10 +237,12 @@ def _failing_layer(tb):
 
 def parse_model(d, ch, verbose=True):
     """ultralytics `parse_model` that also understands SPD rows (see the module docstring). Same signature/returns."""
+    import spd_modules
     from ultralytics.utils import LOGGER
 
     stock = _STOCK["parse_model"]
     rows = _check_rows(d)
+    d = {**d, "backbone": list(d["backbone"]), "head": list(d["head"])}  # surrogates never leak into the caller's dict
     ours = _rewrite_spd_rows(d, rows)
     capture = _RowLog() if verbose and ours else None
     if capture:
@@ -263,7 +265,7 @@ def parse_model(d, ch, verbose=True):
         new.np = sum(p.numel() for p in new.parameters())
         new.i, new.f, new.type = i, f, f"{type(new).__module__}.{type(new).__name__}"
         for layer in new.modules():
-            if hasattr(layer, "s"):  # SpaceToDepth: its size error names the model layer
+            if isinstance(layer, spd_modules.SpaceToDepth):  # its size error then names the model layer
                 layer.spd_layer_index = i
         model[i] = new
     if capture:  # show the held-back summary, with our rows instead of their surrogates
@@ -274,7 +276,7 @@ def parse_model(d, ch, verbose=True):
                 m_ = model[i]
                 msg = f"{i:>3}{m_.f!s:>20}{1:>3}{m_.np:10.0f}  {m_.type:<45}{shown[i]!s:<30}"
             LOGGER.log(record.levelno, msg)
-    return model, sorted(set(save))
+    return model, sorted(set(save)) if ours else save  # a surrogate Concat lists its input s*s times
 
 
 # ---------------------------------------------------------------------------------------------------------------------

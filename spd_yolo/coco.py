@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+from ultralytics.utils import TQDM
 
 __all__ = (
     "STAT_NAMES",
@@ -45,6 +46,8 @@ __all__ = (
     "category_map",
     "evaluate",
     "find_annotation_file",
+    "image_size",
+    "load_stats",
     "format_table",
     "gt_from_labels",
     "read_yolo_labels",
@@ -356,13 +359,16 @@ def _load_results(coco_gt: COCO, detections: list[dict]) -> COCO:
     )
 
 
-def evaluate(gt: dict | str | os.PathLike | COCO, detections: list[dict], image_ids=None) -> CocoStats:
+def evaluate(
+    gt: dict | str | os.PathLike | COCO, detections: list[dict], image_ids=None, progress: bool = False
+) -> CocoStats:
     """pycocotools ``COCOeval('bbox')`` of COCO result dicts against a ground truth.
 
     Args:
         gt: a COCO dict, a path to a COCO JSON, or a pycocotools COCO (never modified).
         detections: dicts ``{"image_id", "category_id", "bbox": [x, y, w, h] original pixels, "score"}``.
         image_ids: evaluate only these GT images (e.g. the ones actually validated); default all.
+        progress: show a progress bar over pycocotools' three phases (evaluate, accumulate, summarize).
 
     Returns:
         CocoStats with exactly ``COCOeval.stats``. Zero detections give AP 0 for every bucket that has objects.
@@ -396,12 +402,13 @@ def evaluate(gt: dict | str | os.PathLike | COCO, detections: list[dict], image_
     ev = COCOeval(coco_gt, coco_dt, "bbox")
     if image_ids is not None:
         ev.params.imgIds = sorted(set(image_ids))
-    with contextlib.redirect_stdout(io.StringIO()):
-        ev.evaluate()
-        ev.accumulate()
     summary = io.StringIO()
-    with contextlib.redirect_stdout(summary):
-        ev.summarize()
+    phases = {"evaluate": ev.evaluate, "accumulate": ev.accumulate, "summarize": ev.summarize}
+    bar = TQDM(phases.items(), desc="COCO eval (pycocotools)", total=len(phases), disable=not progress)
+    for name, phase in bar:
+        bar.set_description(f"COCO eval (pycocotools): {name}")
+        with contextlib.redirect_stdout(summary if name == "summarize" else io.StringIO()):
+            phase()
     values = {name: float(v) for name, v in zip(STAT_NAMES, ev.stats)}
     return CocoStats(values=values, gt_source=source, summary=summary.getvalue())
 
@@ -457,6 +464,15 @@ def _atomic_write(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def load_stats(folder: str | os.PathLike) -> CocoStats:
+    """Read back the ``coco_metrics.json`` that `save_stats` wrote in ``folder``."""
+    path = Path(folder) / "coco_metrics.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run val.py on this model first")
+    d = json.loads(path.read_text(encoding="utf-8"))
+    return CocoStats(values={k: float(d[k]) for k in STAT_NAMES}, gt_source=d["gt_source"], summary=d["summary"])
 
 
 def save_stats(stats: CocoStats, folder: str | os.PathLike) -> tuple[Path, Path]:

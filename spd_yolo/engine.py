@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import os
 from copy import copy
 from pathlib import Path
 
@@ -80,7 +81,7 @@ class SPDDetectionValidator(DetectionValidator):
             {**d, "image_id": image_id, "category_id": self.class_map.index(d["category_id"]) + 1}
             for d, image_id in zip(self.jdict, owners)
         ]
-        return coco.evaluate(gt, dets)
+        return coco.evaluate(gt, dets, progress=True)
 
     def _evaluate_on_file(self, anno: Path, dataset) -> coco.CocoStats:
         """Evaluate against an official COCO annotation file (its crowd regions, areas and category ids)."""
@@ -101,11 +102,21 @@ class SPDDetectionValidator(DetectionValidator):
             if d["file_name"] in by_name
         ]
         image_ids = sorted({by_name[n] for n in names if n in by_name})
-        return coco.evaluate(anno, dets, image_ids=image_ids)  # re-read by path, so the output names the file
+        return coco.evaluate(anno, dets, image_ids=image_ids, progress=True)  # re-read by path, so the output names the file
 
 
 class SPDDetectionTrainer(DetectionTrainer):
-    """DetectionTrainer importable from `spd_yolo` (so DDP workers register SPD layers) validating with our validator."""
+    """DetectionTrainer importable from `spd_yolo` (so DDP workers register SPD layers) validating with our validator.
+
+    Under torchrun across several nodes it sizes the process group by torchrun's WORLD_SIZE (ultralytics counts the
+    local GPUs only, which is right for one node).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if "LOCAL_RANK" in os.environ and self.world_size > 1 and world > self.world_size:
+            self.world_size = world  # every rank of every node joins one process group
 
     def get_validator(self):
         """Return an SPDDetectionValidator (stock metrics during training; COCO metrics when save_json is set)."""

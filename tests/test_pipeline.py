@@ -135,3 +135,41 @@ def test_transfer_from_stock_checkpoint(dataset, tmp_path):
     line = next(x for x in out.splitlines() if "Transferred" in x)
     done, total = map(int, line.split("Transferred ")[1].split()[0].split("/"))
     assert 0 < done < total
+
+
+def test_corrupt_image_and_label_are_skipped_with_warning(dataset, tmp_path):
+    """A corrupt JPEG and a malformed label line are skipped with a warning naming the file; training goes on."""
+    copy = tmp_path / "data"
+    shutil.copytree(dataset.parent, copy, ignore=shutil.ignore_patterns("annotations", "*.cache", "video"))
+    data = copy / "data.yaml"
+    data.write_text(data.read_text().replace(str(dataset.parent), str(copy)))
+    (copy / "images/train/000000.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (copy / "labels/train/000001.txt").write_text("0 0.5 0.5 0.1\n")  # 4 columns
+    out = ok(script("train", "--cfg", "yolov5n-SPD", "--data", data, "--epochs", 1, "--img", 64, "--batch-size", 4,
+                    "--workers", 0, "--device", "cpu", "--project", tmp_path / "runs", "--noplots"))
+    assert f"{copy}/images/train/000000.jpg: ignoring corrupt image/label: cannot identify image file" in out
+    assert f"{copy}/images/train/000001.jpg: ignoring corrupt image/label: labels require 5 columns" in out
+    assert "0 backgrounds, 2 corrupt" in out
+    assert "pi-heif" not in out  # no attempt to install an image plugin
+    assert (tmp_path / "runs/exp/weights/last.pt").is_file()
+
+
+def test_make_demo_end_to_end_small(tmp_path):
+    """The `make demo` pipeline at toy size: both models, the side-by-side COCO table, video, ONNX, output list."""
+    env = {**os.environ, "YOLO_VERBOSE": "true"}
+    out = subprocess.run(
+        [sys.executable, "-m", "spd_yolo.demo", "--root", tmp_path / "data", "--project", tmp_path / "runs",
+         "--epochs", "1", "--imgsz", "64", "--n-train", "8", "--n-val", "4", "--video-frames", "5",
+         "--batch-size", "4", "--workers", "0"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    text = out.stdout
+    table = (tmp_path / "runs/coco_table.txt").read_text().splitlines()
+    assert table[1].split() == ["metric", "yolov5n", "yolov5n-SPD", "diff"]
+    assert table[2].split()[0] == "AP_S"
+    assert "\n".join(table) in text
+    assert (tmp_path / "runs/train/yolov5n-SPD/weights/best.onnx").is_file()
+    assert "ONNX parity on bus.jpg" in text
+    assert cv2.VideoCapture(str(tmp_path / "runs/detect/yolov5n-SPD/demo.avi")).get(cv2.CAP_PROP_FRAME_COUNT) == 5
+    assert "Outputs:" in text and str(tmp_path / "runs/train/yolov5n") in text

@@ -89,9 +89,11 @@ def check_data_yaml(path: str | None, splits: tuple[str, ...]) -> str:
         raise CLIError(f"--data {path}: not valid YAML ({e})") from None
     if not isinstance(data, dict) or "names" not in data and "nc" not in data:
         raise CLIError(f"--data {path}: expected a mapping with 'names' (and 'path', 'train', 'val')")
-    root = Path(data.get("path") or p.parent)
+    from ultralytics.utils import DATASETS_DIR
+
+    root = Path(data.get("path") or p.parent)  # relative: from the working directory, else ultralytics' datasets dir
     if not root.is_absolute():
-        root = (p.parent / root).resolve()
+        root = root.resolve() if root.exists() else (DATASETS_DIR / root).resolve()
     for split in splits:
         entry = data.get(split)
         if not entry:

@@ -1,0 +1,152 @@
+# SPD-YOLO, AGPL-3.0 license
+"""The four scripts' flags, help and bad input: a clear error naming what is wrong, exit 1, nothing written."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from helpers import REPO
+from spd_yolo.cli import detect, export, train, val
+
+SCRIPTS = {"train": train, "val": val, "detect": detect, "export": export}
+FLAGS = {
+    "train": "--cfg --weights --data --hyp --epochs --batch-size --imgsz --img --device --workers --project --name "
+    "--exist-ok --resume --seed --optimizer --cos-lr --patience --freeze --save-period --cache --single-cls --rect "
+    "--noval --noplots --label-smoothing",
+    "val": "--data --weights --batch-size --imgsz --img --conf-thres --iou-thres --max-det --task --device --workers "
+    "--single-cls --verbose --save-txt --save-conf --save-json --half --project --name --anno-json",
+    "detect": "--weights --source --imgsz --img --conf-thres --iou-thres --max-det --device --view-img --save-txt "
+    "--save-conf --save-crop --nosave --classes --agnostic-nms --project --name --exist-ok --line-thickness "
+    "--hide-labels --hide-conf --half --vid-stride",
+    "export": "--weights --include --imgsz --img --batch-size --device --dynamic --simplify --opset --half",
+}
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_help_lists_every_flag(name):
+    text = SCRIPTS[name].build_parser().format_help()
+    for flag in FLAGS[name].split():
+        assert flag in text, flag
+
+
+def test_scripts_run_as_files_with_help_and_reject_unknown_flags(tmp_path):
+    for name in SCRIPTS:
+        out = subprocess.run([sys.executable, str(REPO / f"{name}.py"), "--help"], cwd=tmp_path, capture_output=True,
+                             text=True)
+        assert out.returncode == 0 and "usage:" in out.stdout, out.stderr
+    out = subprocess.run([sys.executable, str(REPO / "train.py"), "--epochz", "3"], cwd=tmp_path, capture_output=True,
+                         text=True)
+    assert out.returncode == 2 and "unrecognized arguments: --epochz" in out.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A valid-looking data YAML, a real (untrained) checkpoint, a broken video and friends."""
+    root = tmp_path_factory.mktemp("cli")
+    (root / "images/train").mkdir(parents=True)
+    (root / "images/val").mkdir(parents=True)
+    (root / "images/empty").mkdir(parents=True)
+    good = root / "data.yaml"
+    good.write_text(yaml.safe_dump({"path": str(root), "train": "images/train", "val": "images/val", "names": {0: "a"}}))
+    no_val = root / "noval.yaml"
+    no_val.write_text(yaml.safe_dump({"path": str(root), "train": "images/train", "val": "images/missing",
+                                      "names": {0: "a"}}))
+    not_yaml = root / "broken.yaml"
+    not_yaml.write_text("names: [a\n  - : :")
+    hyp = root / "hyp.yaml"
+    hyp.write_text("lr0: 0.01\nlearning_rate: 0.1\n")
+    from spd_yolo import YOLO
+
+    weights = root / "m.pt"
+    YOLO("yolov5n-SPD").save(weights)
+    video = root / "broken.mp4"
+    video.write_bytes(b"\x00" * 100)
+    listing = root / "list.txt"
+    listing.write_text(f"{root}/nothere.jpg\n")
+    return {"root": root, "good": good, "no_val": no_val, "not_yaml": not_yaml, "hyp": hyp, "weights": weights,
+            "video": video, "listing": listing}
+
+
+BAD = [
+    ("train", ["--cfg", "yolov5n-SPD", "--data", "{root}/missing.yaml"], "--data {root}/missing.yaml: file not found"),
+    ("train", ["--cfg", "yolov5n-SPD", "--data", "{no_val}"], "'val' path {root}/images/missing does not exist"),
+    ("train", ["--cfg", "yolov5n-SPD", "--data", "{not_yaml}"], "not valid YAML"),
+    ("train", ["--cfg", "yolov5q-SPD", "--data", "{good}"], "unknown SPD model 'yolov5q-SPD'"),
+    ("train", ["--cfg", "yolov5n-SPD", "--data", "{good}", "--img", "100"], "--imgsz 100: must be a positive multiple"),
+    ("train", ["--weights", "{root}/none.pt", "--data", "{good}"], "--weights {root}/none.pt: file not found"),
+    ("train", ["--cfg", "yolov5n-SPD", "--data", "{good}", "--hyp", "{hyp}"], "unknown hyperparameters learning_rate"),
+    ("train", ["--data", "{good}"], "give --cfg"),
+    ("train", ["--cfg", "yolov5n-SPD", "--data", "{good}", "--epochs", "0"], "--epochs 0: must be >= 1"),
+    ("train", ["--resume", "{root}/images"], "--resume {root}/images: {root}/images/weights/last.pt not found"),
+    ("val", ["--weights", "{root}/none.pt", "--data", "{good}"], "--weights {root}/none.pt: file not found"),
+    ("val", ["--weights", "{hyp}", "--data", "{good}"], "expected a .pt or .onnx file"),
+    ("val", ["--weights", "{weights}", "--data", "{good}", "--task", "test"], "no 'test' entry"),
+    ("val", ["--weights", "{weights}", "--data", "{good}", "--anno-json", "{root}/a.json"], "{root}/a.json: file not"),
+    ("detect", ["--weights", "{weights}", "--source", "{root}/nothing.jpg"], "--source {root}/nothing.jpg: no such"),
+    ("detect", ["--weights", "{weights}", "--source", "{root}/*.png"], "the glob matches no file"),
+    ("detect", ["--weights", "{weights}", "--source", "{video}"], "the video cannot be opened"),
+    ("detect", ["--weights", "{weights}", "--source", "{root}/images/empty"], "the folder is empty"),
+    ("detect", ["--weights", "{weights}", "--source", "{listing}"], "listed file {root}/nothere.jpg does not exist"),
+    ("detect", ["--weights", "{weights}", "--source", "{good}", "--vid-stride", "0"], "--vid-stride 0: must be >= 1"),
+    ("detect", ["--weights", "{weights}"], "--source is required"),
+    ("export", ["--weights", "{weights}", "--include", "tflite2"], "--include tflite2: unknown format"),
+    ("export", ["--weights", "{root}/m.onnx"], "expected a .pt file"),
+    ("export", ["--weights", "{weights}", "--img", "64", "64", "64"], "give one size or H W"),
+]
+
+
+@pytest.mark.parametrize("name,argv,message", BAD, ids=[f"{b[0]}:{b[2][:40]}" for b in BAD])
+def test_bad_input_clear_error_nothing_written(name, argv, message, files, tmp_path, capsys):
+    fill = {k: str(v) for k, v in files.items()}
+    argv = [a.format(**fill) for a in argv]
+    if name != "export":
+        argv += ["--project", str(tmp_path / "runs")]
+    before = sorted(p.name for p in files["root"].iterdir())
+    assert SCRIPTS[name].cli(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message.format(**fill) in err, err
+    assert not (tmp_path / "runs").exists()
+    assert sorted(p.name for p in files["root"].iterdir()) == before
+
+
+def test_ddp_workers_import_our_registration(files, tmp_path):
+    """ultralytics' DDP launcher pickles the trainer class and model: a fresh worker process must get our layers."""
+    from ultralytics.utils.dist import generate_ddp_file
+
+    from spd_yolo import build_model
+    from spd_yolo.engine import SPDDetectionTrainer
+
+    trainer = SPDDetectionTrainer(overrides={"model": "yolov5n-SPD.yaml", "data": str(files["good"]),
+                                             "device": "cpu", "project": str(tmp_path), "name": "ddp"})
+    trainer.model = build_model("yolov5n-SPD", nc=1)
+    script = generate_ddp_file(trainer)
+    text = open(script).read()
+    assert "trainer.train()" in text
+    probe = text.replace(
+        "trainer.train()",
+        "from ultralytics.nn import tasks\n"
+        "    print('registered', tasks.parse_model.__module__, type(trainer).__module__)\n"
+        "    print('spd layers', sum(type(m).__name__ == 'SpaceToDepth' for m in trainer.model.modules()))",
+    )
+    check = tmp_path / "probe.py"
+    check.write_text(probe)
+    out = subprocess.run([sys.executable, str(check)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "registered spd_yolo.models.registry spd_yolo.engine" in out.stdout
+    assert "spd layers 7" in out.stdout
+
+
+def test_label_smoothing_targets():
+    from spd_yolo.engine import SmoothBCEWithLogits, label_smoothing
+
+    pred, target = torch.randn(4, 10), (torch.rand(4, 10) > 0.5).float()
+    smooth = SmoothBCEWithLogits(0.1)(pred, target)
+    ref = torch.nn.functional.binary_cross_entropy_with_logits(pred, target * 0.9 + 0.05, reduction="none")
+    assert torch.allclose(smooth, ref)
+    assert not torch.allclose(smooth, SmoothBCEWithLogits(0.0)(pred, target))
+    with pytest.raises(ValueError, match="label smoothing must be in"):
+        label_smoothing(1.5)
