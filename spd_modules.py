@@ -16,6 +16,8 @@ so unpickling a checkpoint that contains them makes its YAML buildable again in 
 
 from __future__ import annotations
 
+import importlib
+
 import torch
 import torch.nn as nn
 from ultralytics.nn.modules.conv import Conv
@@ -34,7 +36,21 @@ def _check_scale(s) -> int:
 
 
 def space_to_depth(x: torch.Tensor, s: int = 2) -> torch.Tensor:
-    """Rearrange (B, C, H, W) into (B, s*s*C, H/s, W/s) in the authors' (Focus) channel order, losing no pixel."""
+    """Rearrange (B, C, H, W) into (B, s*s*C, H/s, W/s) in the authors' (Focus) channel order, losing no pixel.
+
+    Uses the compiled kernel of `spd_yolo.fast_spd` where it applies (s=2, CPU, NCHW or channels-last contiguous,
+    not tracing/exporting/compiling; bit-identical), else `space_to_depth_reference`. SPD_YOLO_FAST_SPD=0 forces
+    the reference.
+    """
+    if not (torch.jit.is_scripting() or torch.compiler.is_compiling()):  # those keep the plain ops below
+        fast_spd = importlib.import_module("spd_yolo.fast_spd")  # not imported at the top: spd_yolo imports us
+        if fast_spd.usable(x, s):
+            return fast_spd.space_to_depth(x)
+    return space_to_depth_reference(x, s)
+
+
+def space_to_depth_reference(x: torch.Tensor, s: int = 2) -> torch.Tensor:
+    """The plain torch space_to_depth (slicing and cat), the reference the fast kernel is checked against."""
     if s == 2:  # the common case: four strided slices, the reference order by definition
         return torch.cat((x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2]), 1)
     b, c, h, w = x.shape

@@ -9,6 +9,7 @@ only searches the working directory and its own package. `resolve_model_cfg` map
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import yaml
 
 from spd_yolo.errors import SPDConfigError
 
-__all__ = ("CONFIG_DIR", "available_models", "resolve_model_cfg", "build_model")
+__all__ = ("CONFIG_DIR", "available_models", "resolve_model_cfg", "load_model_yaml", "build_model", "build_errors")
 
 
 # yaml_configs/ beside models/ in the source tree; installed, both live inside the spd_yolo package (pyproject).
@@ -60,8 +61,27 @@ def resolve_model_cfg(model: str | Path) -> str:
     return text
 
 
+def load_model_yaml(model: str | Path) -> dict:
+    """Read a model YAML (name or path) the way ultralytics does (scale from the name), with clear errors."""
+    from ultralytics.nn import tasks
+
+    from spd_yolo.models.registry import check_model_dict
+
+    path = resolve_model_cfg(model)
+    try:
+        d = tasks.yaml_model_load(path)
+    except FileNotFoundError:
+        raise SPDConfigError(f"model YAML {model} not found (give a path or one of {', '.join(available_models())})") from None
+    except (yaml.YAMLError, TypeError, AttributeError, ValueError) as e:  # bad syntax, or e.g. a list, not a mapping
+        raise SPDConfigError(f"{path}: cannot be read as a model YAML (a mapping with nc, backbone, head): {e}") from None
+    check_model_dict(d)
+    return d
+
+
 def build_model(model: str | Path | dict = "yolov5n-SPD", nc: int | None = None, ch: int = 3, verbose: bool = False):
     """Build an untrained ultralytics model (DetectionModel, ClassificationModel, ...) from a name, path or dict.
+
+    Any failure is an `SPDConfigError` naming the YAML (and the layer where the parser knows it).
 
     Examples:
         >>> import spd_yolo
@@ -71,7 +91,10 @@ def build_model(model: str | Path | dict = "yolov5n-SPD", nc: int | None = None,
     import spd_modules  # noqa: F401  (registers the SPD layers)
     from ultralytics.nn import tasks
 
-    cfg = model if isinstance(model, dict) else tasks.yaml_model_load(resolve_model_cfg(model))
+    from spd_yolo.models.registry import check_model_dict
+
+    cfg = model if isinstance(model, dict) else load_model_yaml(model)
+    check_model_dict(cfg)
     task = tasks.guess_model_task(cfg)
     classes = {
         "detect": tasks.DetectionModel,
@@ -82,4 +105,16 @@ def build_model(model: str | Path | dict = "yolov5n-SPD", nc: int | None = None,
     }
     if task not in classes:
         raise SPDConfigError(f"{cfg.get('yaml_file', model)}: cannot build a model for task '{task}'")
-    return classes[task](cfg, ch=ch, nc=nc, verbose=verbose)
+    with build_errors(cfg.get("yaml_file", "<model dict>")):
+        return classes[task](cfg, ch=ch, nc=nc, verbose=verbose)
+
+
+@contextmanager
+def build_errors(source):
+    """Turn any failure while building a model (e.g. mismatched shapes in the stride probe) into SPDConfigError."""
+    try:
+        yield
+    except SPDConfigError:
+        raise
+    except Exception as e:
+        raise SPDConfigError(f"{source}: the model could not be built: {type(e).__name__}: {e}") from e

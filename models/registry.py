@@ -28,7 +28,7 @@ import torch.nn as nn
 
 from spd_yolo.errors import SPDConfigError
 
-__all__ = ("PARSER_RULES", "register", "is_registered", "parse_model", "get_flops")
+__all__ = ("PARSER_RULES", "register", "is_registered", "parse_model", "get_flops", "check_model_dict")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -153,12 +153,32 @@ def _valid_from(x, i: int) -> bool:
     return x == -1 if i == 0 else (-i <= x < i)
 
 
+def check_model_dict(d) -> None:
+    """Top-level checks of a model YAML: backbone/head lists, nc, scales and the chosen scale. Errors name the file."""
+    src = _yaml_name(d) if isinstance(d, dict) else "<model>"
+    if not isinstance(d, dict):
+        raise SPDConfigError(f"{src}: a model YAML must be a mapping with 'nc', 'backbone' and 'head', got {type(d).__name__}")
+    for key in ("backbone", "head"):
+        if not isinstance(d.get(key), list) or not d[key]:
+            raise SPDConfigError(f"{src}: '{key}' must be a non-empty list of [from, number, module, args] rows, got {d.get(key)!r}")
+    nc = d.get("nc")
+    if nc is not None and not (_is_int(nc) and nc >= 1):
+        raise SPDConfigError(f"{src}: 'nc' (number of classes) must be an integer >= 1, got {nc!r}")
+    scales, scale = d.get("scales"), d.get("scale")
+    if scales is not None:
+        if not isinstance(scales, dict) or not all(
+            isinstance(v, (list, tuple)) and len(v) == 3 and all(isinstance(x, (int, float)) for x in v)
+            for v in scales.values()
+        ):
+            raise SPDConfigError(f"{src}: 'scales' must map a scale name to [depth, width, max_channels], got {scales!r}")
+        if scale and scale not in scales:
+            raise SPDConfigError(f"{src}: scale '{scale}' does not exist; this YAML defines {', '.join(map(str, scales))}")
+
+
 def _check_rows(d: dict) -> list:
     """Validate the layout of every row (any YAML); return the rows. Errors name file, layer and module."""
     src = _yaml_name(d)
-    for key in ("backbone", "head"):
-        if not isinstance(d.get(key), list):
-            raise SPDConfigError(f"{src}: '{key}' must be a list of [from, number, module, args] rows, got {d.get(key)!r}")
+    check_model_dict(d)
     rows = d["backbone"] + d["head"]
     for i, row in enumerate(rows):
         if not (isinstance(row, (list, tuple)) and len(row) == 4):

@@ -28,7 +28,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,8 @@ from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from ultralytics.utils import TQDM
+
+from spd_yolo.atomic import atomic_write
 
 __all__ = (
     "STAT_NAMES",
@@ -451,21 +452,6 @@ def format_table(results: dict[str, CocoStats]) -> str:
     return "\n".join([head, line(header), *(line(r) for r in rows)])
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder and os.replace (never a truncated file)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def load_stats(folder: str | os.PathLike) -> CocoStats:
     """Read back the ``coco_metrics.json`` that `save_stats` wrote in ``folder``."""
     path = Path(folder) / "coco_metrics.json"
@@ -481,11 +467,11 @@ def save_stats(stats: CocoStats, folder: str | os.PathLike) -> tuple[Path, Path]
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = folder / "coco_metrics.json", folder / "coco_metrics.csv"
-    _atomic_write(json_path, json.dumps({**stats.as_dict(), "summary": stats.summary}, indent=2) + "\n")
+    atomic_write(json_path, json.dumps({**stats.as_dict(), "summary": stats.summary}, indent=2) + "\n")
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["metric", "value"])
     writer.writerows([name, repr(stats.values[name])] for name in STAT_NAMES)
     writer.writerow(["gt_source", stats.gt_source])
-    _atomic_write(csv_path, buf.getvalue())
+    atomic_write(csv_path, buf.getvalue())
     return json_path, csv_path

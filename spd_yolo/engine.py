@@ -1,9 +1,9 @@
 # SPD-YOLO, AGPL-3.0 license
 """ultralytics engine classes with SPD-YOLO additions, found at the fewest extension points.
 
-- `SPDDetectionTrainer`: the stock trainer, defined in our package. ultralytics' multi-GPU (DDP) workers rebuild the
-  trainer from its class, so importing it there imports `spd_yolo` and registers the SPD layers before any YAML is
-  parsed. It validates with `SPDDetectionValidator`.
+- `SPDDetectionTrainer`: the stock trainer, defined in our package (ultralytics' multi-GPU (DDP) workers rebuild the
+  trainer from its class, so importing it there registers the SPD layers before any YAML is parsed), with atomic
+  checkpoint writes, a clean results.csv on resume, and a weights-only copy of best.pt.
 - `SPDDetectionValidator`: the stock validator whose `eval_json` (run when ``save_json=True``) computes the COCO
   metrics with pycocotools for any YOLO-format dataset (or against an official COCO annotation file), prints the
   table and saves it as JSON and CSV in the run folder.
@@ -20,9 +20,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 from ultralytics.models.yolo.detect import DetectionTrainer, DetectionValidator
-from ultralytics.utils import LOGGER
+from ultralytics.utils import LOGGER, RANK
 
 from spd_yolo import coco
+from spd_yolo.atomic import AtomicPath, atomic_torch_saves, atomic_write
+from spd_yolo.weights import save_weights_only
 
 __all__ = ("SPDDetectionTrainer", "SPDDetectionValidator", "label_smoothing", "SmoothBCEWithLogits")
 
@@ -106,14 +108,22 @@ class SPDDetectionValidator(DetectionValidator):
 
 
 class SPDDetectionTrainer(DetectionTrainer):
-    """DetectionTrainer importable from `spd_yolo` (so DDP workers register SPD layers) validating with our validator.
+    """DetectionTrainer importable from `spd_yolo` (so DDP workers register SPD layers), made fault tolerant.
 
-    Under torchrun across several nodes it sizes the process group by torchrun's WORLD_SIZE (ultralytics counts the
-    local GPUs only, which is right for one node).
+    - last.pt, best.pt and epochN.pt are written atomically (temp file + rename), also when the optimizer is stripped
+      at the end: a kill at any moment leaves the previous file readable.
+    - On resume, results.csv is cut back to the epochs the checkpoint holds, so an epoch that was logged but not
+      checkpointed before a kill is not listed twice.
+    - After training, best.weights.pt (weights only, see `spd_yolo.weights`) is written beside best.pt.
+    - Validation uses `SPDDetectionValidator`.
+    - Under torchrun across several nodes the process group is sized by torchrun's WORLD_SIZE (ultralytics counts the
+      local GPUs only, which is right for one node).
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.wdir = AtomicPath(self.wdir)
+        self.last, self.best = self.wdir / "last.pt", self.wdir / "best.pt"
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if "LOCAL_RANK" in os.environ and self.world_size > 1 and world > self.world_size:
             self.world_size = world  # every rank of every node joins one process group
@@ -121,6 +131,31 @@ class SPDDetectionTrainer(DetectionTrainer):
     def get_validator(self):
         """Return an SPDDetectionValidator (stock metrics during training; COCO metrics when save_json is set)."""
         return SPDDetectionValidator(self.test_loader, save_dir=self.save_dir, args=copy(self.args), _callbacks=self.callbacks)
+
+    def resume_training(self, ckpt):
+        """Resume as ultralytics does, then drop results.csv rows of epochs the checkpoint does not hold."""
+        super().resume_training(ckpt)
+        if ckpt is None or not self.resume:
+            return
+        for stale in self.wdir.glob(".*.tmp"):  # temp files of a write that was killed before its rename
+            stale.unlink(missing_ok=True)
+        if not self.csv.is_file():
+            return
+        lines = self.csv.read_text(encoding="utf-8").splitlines(keepends=True)
+        keep = lines[:1] + [line for line in lines[1:] if float(line.split(",", 1)[0]) <= self.start_epoch]
+        if len(keep) != len(lines):
+            LOGGER.info(f"results.csv: dropped {len(lines) - len(keep)} row(s) logged after the resumed checkpoint")
+            atomic_write(self.csv, "".join(keep))
+
+    def final_eval(self):
+        """Strip the optimizer atomically, validate best.pt, and write best.weights.pt beside it."""
+        with atomic_torch_saves():
+            super().final_eval()
+        if RANK in {-1, 0} and self.best.exists():
+            from ultralytics.nn.tasks import load_checkpoint
+
+            model, _ = load_checkpoint(self.best)
+            save_weights_only(model.half(), self.best.with_name("best.weights.pt"))  # FP16, as best.pt stores it
 
 
 class SmoothBCEWithLogits(nn.BCEWithLogitsLoss):

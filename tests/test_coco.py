@@ -391,7 +391,7 @@ def test_save_stats_interrupted_write_keeps_old_file(tmp_path, monkeypatch):
     def fail(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr("spd_yolo.coco.os.replace", fail)
+    monkeypatch.setattr("spd_yolo.atomic.os.replace", fail)
     with pytest.raises(OSError, match="disk full"):
         save_stats(_stats(0.9, 0.9), tmp_path)
     assert json_path.read_text() == before  # the previous complete file, not a truncated one

@@ -17,6 +17,8 @@ import yaml
 
 __all__ = (
     "CLIError",
+    "load_model",
+    "data_names",
     "HelpFormatter",
     "add_imgsz",
     "add_device",
@@ -74,6 +76,30 @@ def check_weights(path: str | None, suffixes: tuple[str, ...] = (".pt", ".onnx")
     if not p.is_file():
         raise CLIError(f"--weights {path}: file not found")
     return str(p)
+
+
+def load_model(weights: str):
+    """`spd_yolo.YOLO(weights)`; a file that is not a loadable checkpoint (truncated, not a model) is a CLIError."""
+    import pickle
+    import zipfile
+
+    from spd_yolo import YOLO
+
+    try:
+        return YOLO(weights)
+    except (TypeError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, KeyError) as e:
+        raise CLIError(f"--weights {weights}: not a loadable model ({type(e).__name__}: {str(e).splitlines()[0]})") from e
+
+
+def data_names(path: str) -> dict:
+    """Class names of a data YAML (from 'names', or 'nc' placeholders)."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    names = data.get("names")
+    if isinstance(names, list):
+        return dict(enumerate(names))
+    if isinstance(names, dict):
+        return {int(k): v for k, v in names.items()}
+    return {i: str(i) for i in range(int(data.get("nc") or 0))}
 
 
 def check_data_yaml(path: str | None, splits: tuple[str, ...]) -> str:

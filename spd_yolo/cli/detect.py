@@ -25,6 +25,7 @@ from spd_yolo.cli.common import (
     check_imgsz,
     check_source,
     check_weights,
+    load_model,
     run_main,
 )
 
@@ -58,7 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from spd_yolo import YOLO
 
     check_imgsz(args.imgsz)
     weights = check_weights(args.weights)
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     source = check_source(args.source)
     if args.vid_stride < 1:
         raise CLIError(f"--vid-stride {args.vid_stride}: must be >= 1")
-    model = YOLO(weights)
+    model = load_model(weights)
     results = model.predict(
         source=source,
         stream=True,

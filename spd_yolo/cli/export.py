@@ -16,7 +16,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from spd_yolo.cli.common import CLIError, HelpFormatter, add_device, check_imgsz, check_weights, run_main
+from spd_yolo.cli.common import (
+    CLIError,
+    HelpFormatter,
+    add_device,
+    check_imgsz,
+    check_weights,
+    load_model,
+    run_main,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +55,6 @@ def main(argv: list[str] | None = None) -> int:
     from ultralytics.engine.exporter import export_formats
     from ultralytics.utils import ASSETS
 
-    from spd_yolo import YOLO
     from spd_yolo.export_check import onnx_parity
 
     weights = check_weights(args.weights, (".pt",))
@@ -73,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         "opset": args.opset,
         "quantize": 16 if args.half else None,
     }
-    model = YOLO(weights)
+    model = load_model(weights)
     written = {}
     for fmt in args.include:
         try:
@@ -82,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         except (ImportError, ModuleNotFoundError, SyntaxError, ValueError) as e:
             raise CLIError(f"--include {fmt}: export failed: {e}") from e
         if fmt == "onnx" and not args.no_parity:
-            reference = YOLO(weights).model.fuse()
+            reference = load_model(weights).model.fuse()
             parity = onnx_parity(reference, written[fmt], image, imgsz, args.batch_size)
             print(
                 f"ONNX parity on {image.name} {parity.shape}: max abs diff {parity.max_abs_diff:.3g} "

@@ -15,6 +15,7 @@ plots and args.yaml.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import yaml
@@ -29,6 +30,7 @@ from spd_yolo.cli.common import (
     check_imgsz,
     check_weights,
     parse_freeze,
+    load_model,
     run_main,
 )
 
@@ -120,9 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     from spd_yolo.engine import SPDDetectionTrainer, label_smoothing
 
     if args.resume:
-        model = YOLO(resume_checkpoint(args.resume, args.project))
-        model.train(resume=True, trainer=SPDDetectionTrainer)
-        return 0
+        model = load_model(resume_checkpoint(args.resume, args.project))
+        return _train(model, resume=True, trainer=SPDDetectionTrainer)
 
     check_imgsz(args.imgsz)
     if args.batch_size == 0 or args.batch_size < -1:
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.cfg and not weights:
         raise CLIError("give --cfg (model YAML or name, e.g. yolov5n-SPD) and/or --weights (a .pt checkpoint)")
     overrides = load_hyp(args.hyp) if args.hyp else {}
-    model = YOLO(resolve_model_cfg(args.cfg) if args.cfg else weights)
+    model = YOLO(resolve_model_cfg(args.cfg)) if args.cfg else load_model(weights)
     if args.label_smoothing:
         model.add_callback("on_pretrain_routine_end", label_smoothing(args.label_smoothing))
     overrides.update(
@@ -161,7 +162,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.cfg and weights:
         overrides["pretrained"] = weights  # ultralytics transfers name+shape matches and logs "Transferred N/M items"
-    model.train(trainer=SPDDetectionTrainer, **overrides)
+    return _train(model, trainer=SPDDetectionTrainer, **overrides)
+
+
+def _train(model, **kwargs) -> int:
+    """Run the training; on Ctrl-C say how to resume (last.pt is only ever replaced atomically, so it is intact)."""
+    try:
+        model.train(**kwargs)
+    except KeyboardInterrupt:
+        trainer = model.trainer
+        if trainer is not None and Path(trainer.last).is_file():
+            print(f"training interrupted: resume with  python train.py --resume {trainer.save_dir}", file=sys.stderr)
+        else:
+            print("training interrupted before the first epoch ended: nothing to resume", file=sys.stderr)
+        return 130
     print(f"Results saved to {model.trainer.save_dir}")
     return 0
 

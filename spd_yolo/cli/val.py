@@ -27,6 +27,8 @@ from spd_yolo.cli.common import (
     check_data_yaml,
     check_imgsz,
     check_weights,
+    data_names,
+    load_model,
     run_main,
 )
 
@@ -59,7 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from spd_yolo import YOLO
     from spd_yolo.engine import SPDDetectionValidator
 
     check_imgsz(args.imgsz)
@@ -69,7 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         raise CLIError(f"--anno-json {args.anno_json}: file not found")
     if not 0 <= args.conf_thres <= 1 or not 0 <= args.iou_thres <= 1:
         raise CLIError("--conf-thres and --iou-thres must be between 0 and 1")
-    model = YOLO(weights)
+    model = load_model(weights)
+    names = data_names(data)
+    if not args.single_cls and len(model.names) != len(names):
+        raise CLIError(
+            f"--weights {weights} predicts {len(model.names)} classes but --data {data} has {len(names)}: "
+            f"validate on the data it was trained for (or use --single-cls)"
+        )
     metrics = model.val(
         validator=functools.partial(SPDDetectionValidator, anno_json=args.anno_json or None),
         data=data,

@@ -1,0 +1,257 @@
+# SPD-YOLO, AGPL-3.0 license
+"""The SPD layer against a memory copy, and its share of a whole model's time (issue #4, part 1).
+
+Part A: space-to-depth (s=2) forward, and forward plus backward, at (1, 64, 160, 160) and (16, 32, 320, 320) by
+default: the plain torch reference (slicing + cat), the compiled kernel of `spd_yolo.fast_spd`, and
+``pixel_unshuffle`` (another channel order, for comparison), each as a ratio to one contiguous copy of the input
+(``x.clone()``; forward plus backward: two copies, of the input and of the output gradient). All variants run in
+turn within each round; medians over rounds.
+
+Part B: the SPD layers' share of yolov5n-SPD's time, reference vs fast: a training step's forward and backward
+(batch 8, 320x320, output summed) and a fused batch-1 640x640 inference forward. The whole model is timed with the
+fast path off and on (interleaved); the SPD layers alone are timed on the exact shapes the model feeds them.
+
+Usage:
+    .venv/bin/python benchmarks/bench_spd_layer.py                  # defaults: 2 threads, ~3 min
+    .venv/bin/python benchmarks/bench_spd_layer.py --quick          # smoke test (seconds)
+    .venv/bin/python benchmarks/bench_spd_layer.py --device cuda    # GPU: reference vs device-to-device copy
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+DEFAULT_SHAPES = ("1,64,160,160", "16,32,320,320")
+
+
+def parse_args(argv: list[str] | None = None):
+    parser = common.base_parser(__doc__)
+    parser.add_argument("--shape", action="append", default=None, metavar="B,C,H,W",
+                        help=f"tensor shape, repeatable (default: {' and '.join(DEFAULT_SHAPES)})")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:i]; the fast kernel is CPU-only")
+    parser.add_argument("--no-model", action="store_true", help="skip part B (the share of a whole model)")
+    args = parser.parse_args(argv)
+    common.check_common(parser, args)
+    args.shapes = [_parse_shape(parser, s) for s in (args.shape or DEFAULT_SHAPES)]
+    if args.device != "cpu" and not args.device.startswith("cuda"):
+        parser.error(f"--device must be cpu or cuda[:i], got '{args.device}'")
+    args.repeats = args.repeats or (3 if args.quick else 15)
+    return parser, args
+
+
+def _parse_shape(parser, text: str) -> tuple[int, int, int, int]:
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 4 or min(shape) < 1:
+        parser.error(f"--shape must be four positive integers B,C,H,W, got '{text}'")
+    common.check_size(parser, f"--shape {text}: H", shape[2])
+    common.check_size(parser, f"--shape {text}: W", shape[3])
+    return shape
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Part A: the layer alone.
+
+
+def layer_variants(x, g, device: str) -> tuple[dict, dict]:
+    """({name: forward fn}, {name: forward+backward fn}); 'copy' first. x: (B, C, H, W), g: (B, 4C, H/2, W/2)."""
+    import torch
+    import torch.nn.functional as F
+
+    from spd_modules import space_to_depth, space_to_depth_reference
+    from spd_yolo import fast_spd
+
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    use_fast = device == "cpu" and fast_spd.usable(x)
+
+    def timed(fn):
+        def run():
+            fn()
+            sync()
+
+        return run
+
+    def fwd_bwd(op):
+        def run():
+            x.grad = None
+            op(x).backward(g)
+
+        return timed(run)
+
+    fwd = {"copy": timed(lambda: x.detach().clone()), "reference": timed(lambda: space_to_depth_reference(x.detach()))}
+    both = {"copy": timed(lambda: (x.detach().clone(), g.clone())), "reference": fwd_bwd(space_to_depth_reference)}
+    if use_fast:
+        fwd["fast"] = timed(lambda: space_to_depth(x.detach()))
+        both["fast"] = fwd_bwd(space_to_depth)
+    fwd["pixel_unshuffle"] = timed(lambda: F.pixel_unshuffle(x.detach(), 2))
+    both["pixel_unshuffle"] = fwd_bwd(lambda t: F.pixel_unshuffle(t, 2))
+    return fwd, both
+
+
+def bench_layer(shape, device: str, repeats: int) -> list[dict]:
+    """Rows {shape, pass, variant, ms, x_copy, x_copy_paired} for one shape."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=gen).to(device).requires_grad_()
+    g = torch.randn(shape[0], 4 * shape[1], shape[2] // 2, shape[3] // 2, generator=gen).to(device)
+    fwd, both = layer_variants(x, g, device)
+    rows = []
+    for label, variants in (("forward", fwd), ("forward+backward", both)):
+        times = common.interleaved(variants, repeats, warmup=2)
+        for name, t in times.items():
+            by_medians, paired = common.ratio_of_medians_and_median_ratio(t, times["copy"])
+            rows.append({"shape": list(shape), "pass": label, "variant": name, "ms": 1e3 * common.median(t),
+                         "x_copy": by_medians, "x_copy_paired": paired})
+    return rows
+
+
+def layer_table(rows: list[dict]) -> str:
+    body = [("x".join(map(str, r["shape"])), r["pass"], r["variant"], f"{r['ms']:.2f}", f"{r['x_copy']:.2f}x",
+             f"{r['x_copy_paired']:.2f}x") for r in rows]
+    return common.markdown_table(("shape", "pass", "variant", "median ms", "/ copy", "/ copy (paired)"), body)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Part B: the share of a whole model.
+
+
+def _spd_inputs(model, im) -> list[tuple[tuple, bool]]:
+    """(shape, requires_grad) of the input of every SpaceToDepth layer during one forward of `model` on `im`."""
+    import torch
+
+    from spd_modules import SpaceToDepth
+
+    seen = []
+    hooks = [m.register_forward_pre_hook(lambda _, a: seen.append((tuple(a[0].shape), a[0].requires_grad)))
+             for m in model.modules() if isinstance(m, SpaceToDepth)]
+    with torch.set_grad_enabled(model.training):
+        model(im)
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+def _spd_layers_fn(inputs: list[tuple[tuple, bool]], backward: bool):
+    """A function that runs space_to_depth (forward, and backward where the model needs it) on those shapes."""
+    import torch
+
+    from spd_modules import space_to_depth
+
+    xs = [torch.randn(s).requires_grad_(rg and backward) for s, rg in inputs]
+    gs = [torch.randn(s[0], 4 * s[1], s[2] // 2, s[3] // 2) for s, _ in inputs]
+
+    def run():
+        for x, g in zip(xs, gs):
+            if x.requires_grad:
+                x.grad = None
+                space_to_depth(x).backward(g)
+            else:
+                with torch.no_grad():
+                    space_to_depth(x)
+
+    return run
+
+
+def _sum_outputs(y):
+    """Sum of every tensor in a (nested) model output: a scalar to back-propagate."""
+    import torch
+
+    if torch.is_tensor(y):
+        return y.float().sum()
+    items = y.values() if isinstance(y, dict) else y
+    return sum(_sum_outputs(v) for v in items)
+
+
+def bench_model_share(repeats: int, quick: bool) -> list[dict]:
+    """Rows {setting, path, model_ms, spd_ms, share} for yolov5n-SPD, reference vs fast."""
+    import torch
+
+    from spd_yolo import build_model, fast_spd
+
+    settings = (("train fwd+bwd, batch 8, 320", 8, 320, True), ("inference fwd (fused), batch 1, 640", 1, 640, False))
+    if quick:
+        settings = (("train fwd+bwd, batch 2, 128", 2, 128, True), ("inference fwd (fused), batch 1, 128", 1, 128, False))
+    rows = []
+    for label, batch, size, train in settings:
+        model = build_model("yolov5n-SPD", nc=80)
+        model = model.train() if train else model.fuse().eval()
+        for p in model.parameters():
+            p.requires_grad_(train)
+        im = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+        inputs = _spd_inputs(model, im)
+
+        def step():
+            if train:
+                model.zero_grad(set_to_none=True)
+                _sum_outputs(model(im)).backward()
+            else:
+                with torch.inference_mode():
+                    model(im)
+
+        layers = _spd_layers_fn(inputs, backward=train)
+
+        def with_fast(flag, fn):
+            def run():
+                with fast_spd.enabled(flag):
+                    fn()
+
+            return run
+
+        times = common.interleaved({"model reference": with_fast(False, step), "model fast": with_fast(True, step),
+                                    "spd reference": with_fast(False, layers), "spd fast": with_fast(True, layers)},
+                                   max(3, repeats // 2), warmup=1)
+        med = {k: 1e3 * common.median(v) for k, v in times.items()}
+        for path in ("reference", "fast"):
+            rows.append({"setting": label, "spd_layers": len(inputs), "path": path, "model_ms": med[f"model {path}"],
+                         "spd_ms": med[f"spd {path}"], "share": med[f"spd {path}"] / med[f"model {path}"]})
+    return rows
+
+
+def share_table(rows: list[dict]) -> str:
+    body = [(r["setting"], r["path"], f"{r['model_ms']:.1f}", f"{r['spd_ms']:.2f}", f"{100 * r['share']:.1f}%")
+            for r in rows]
+    return common.markdown_table(("yolov5n-SPD", "SPD path", "model median ms", "SPD layers ms", "SPD share"), body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, args = parse_args(argv)
+    common.set_threads(args.threads)
+    import torch
+
+    from spd_yolo import fast_spd
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    env = common.environment(args.threads)
+    fast_note = "available" if fast_spd.kernel_available() else f"NOT available ({fast_spd.build_error()})"
+    print(common.environment_lines(env) + f"\nfast SPD kernel: {fast_note}\n", flush=True)
+
+    rows = []
+    for shape in args.shapes:
+        rows += bench_layer(shape, args.device, args.repeats)
+        print(f"measured {shape}", file=sys.stderr, flush=True)
+    text = f"SPD layer vs a contiguous copy ({args.device}, fp32, median of {args.repeats} interleaved rounds):\n\n"
+    text += layer_table(rows)
+    print(text, flush=True)
+    share = []
+    if not args.no_model and args.device == "cpu":
+        share = bench_model_share(args.repeats, args.quick)
+        part_b = "\n\nSPD layers' share of yolov5n-SPD (CPU; model and layers timed with the fast path off and on):\n\n"
+        part_b += share_table(share)
+        print(part_b, flush=True)
+        text += part_b
+    data = {"environment": env, "fast_kernel": fast_note, "layer": rows, "model_share": share}
+    common.write_results(args.out, data, common.environment_lines(env) + "\n\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,415 @@
+# SPD-YOLO, AGPL-3.0 license
+"""Fast space-to-depth (s=2) on CPU: a small C kernel that reads each input row once and de-interleaves it.
+
+The plain torch version (`spd_modules.space_to_depth_reference`: four strided slices and ``torch.cat``) stays the
+reference and the fallback. This module compiles a ~100-line C kernel with the system C compiler on first use
+(well under a second, no torch headers, no ninja), caches the shared library under the user cache directory and
+calls it through ``ctypes`` (the GIL is released during the call). The kernel only moves bytes, so its output is
+bit-identical to the reference for every dtype of 1, 2, 4 or 8 bytes, in forward and backward (its backward is the
+inverse scatter, itself differentiable, so double backward works too).
+
+When is the fast path used? `usable(x)` says yes only for: block size 2, a 4-D CPU tensor (plain ``torch.Tensor``
+or ``nn.Parameter``, strided layout, not quantized, no conj/neg bit) of even H and W, contiguous in NCHW or in
+channels-last (NHWC) memory format, while not tracing, scripting, exporting (ONNX or torch.export), compiling
+(``torch.compile``) or inside a functorch transform (vmap, grad), when the kernel built and passed its self-check,
+and unless ``SPD_YOLO_FAST_SPD=0`` (or ``false``/``off``/``no``) is set. Everything else takes the reference, so
+exported graphs keep the plain slicing ops.
+
+Environment:
+    SPD_YOLO_FAST_SPD=0      always use the reference (read at every call).
+    SPD_YOLO_CACHE_DIR=DIR   where the compiled kernel is cached (default: $XDG_CACHE_HOME/spd_yolo or
+                             ~/.cache/spd_yolo; a temp folder if that is not writable).
+    CC=compiler              the C compiler (default: the first of cc, gcc, clang on PATH).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Iterator, Optional
+
+import torch
+
+__all__ = ("usable", "space_to_depth", "depth_to_space", "kernel_available", "build_error", "enabled", "forced_off")
+
+LOGGER = logging.getLogger(__name__)
+_ENV_SWITCH = "SPD_YOLO_FAST_SPD"
+_GRAIN = 32768  # elements per thread before a second thread pays off (torch's own grain size for copies)
+
+# x (B, C, 2*h2, 2*w2) <-> y (B, 4*C, h2, w2); output block k = 2*j + i holds x[..., i::2, j::2] (authors' order).
+# inverse=1 scatters y back into x (the backward / depth-to-space). One work item is one output row.
+_C_SOURCE = r"""
+#include <stdint.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define NCHW_KERNEL(T)                                                                                      \
+static void nchw_##T(T *restrict x, T *restrict y, int64_t c, int64_t h2, int64_t w2, int inverse,        \
+                     int64_t begin, int64_t end) {                                                          \
+    const int64_t plane = h2 * w2, blk = c * plane;                                                         \
+    for (int64_t t = begin; t < end; ++t) {                                                                 \
+        const int64_t p = t / h2, r = t - p * h2, b = p / c, ch = p - b * c;                                \
+        T *restrict r0 = x + (p * 2 * h2 + 2 * r) * (2 * w2);                                               \
+        T *restrict r1 = r0 + 2 * w2;                                                                       \
+        T *restrict o0 = y + (b * 4 * c + ch) * plane + r * w2;                                             \
+        T *restrict o1 = o0 + blk;                                                                          \
+        T *restrict o2 = o1 + blk;                                                                          \
+        T *restrict o3 = o2 + blk;                                                                          \
+        if (!inverse) {                                                                                     \
+            for (int64_t q = 0; q < w2; ++q) { o0[q] = r0[2 * q]; o2[q] = r0[2 * q + 1]; }                  \
+            for (int64_t q = 0; q < w2; ++q) { o1[q] = r1[2 * q]; o3[q] = r1[2 * q + 1]; }                  \
+        } else {                                                                                            \
+            for (int64_t q = 0; q < w2; ++q) { r0[2 * q] = o0[q]; r0[2 * q + 1] = o2[q]; }                  \
+            for (int64_t q = 0; q < w2; ++q) { r1[2 * q] = o1[q]; r1[2 * q + 1] = o3[q]; }                  \
+        }                                                                                                   \
+    }                                                                                                       \
+}
+NCHW_KERNEL(uint8_t)
+NCHW_KERNEL(uint16_t)
+NCHW_KERNEL(uint32_t)
+NCHW_KERNEL(uint64_t)
+
+/* channels-last: x (B, 2*h2, 2*w2, C) <-> y (B, h2, w2, 4*C); each pixel's C channels move as one block. */
+static void nhwc(char *restrict x, char *restrict y, int64_t cb, int64_t h2, int64_t w2, int inverse,
+                 int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+        const int64_t b = t / h2, r = t - b * h2;
+        char *r0 = x + (b * 2 * h2 + 2 * r) * (2 * w2) * cb, *r1 = r0 + 2 * w2 * cb;
+        char *o = y + t * w2 * 4 * cb;
+        for (int64_t q = 0; q < w2; ++q, o += 4 * cb) {
+            char *src[4] = {r0 + 2 * q * cb, r1 + 2 * q * cb, r0 + (2 * q + 1) * cb, r1 + (2 * q + 1) * cb};
+            for (int k = 0; k < 4; ++k) {
+                if (!inverse) memcpy(o + k * cb, src[k], (size_t)cb);
+                else memcpy(src[k], o + k * cb, (size_t)cb);
+            }
+        }
+    }
+}
+
+static void run(void *x, void *y, int64_t c, int64_t h2, int64_t w2, int es, int cl, int inverse,
+                int64_t begin, int64_t end) {
+    if (cl) { nhwc((char *)x, (char *)y, c * es, h2, w2, inverse, begin, end); return; }
+    switch (es) {
+    case 1: nchw_uint8_t((uint8_t *)x, (uint8_t *)y, c, h2, w2, inverse, begin, end); break;
+    case 2: nchw_uint16_t((uint16_t *)x, (uint16_t *)y, c, h2, w2, inverse, begin, end); break;
+    case 4: nchw_uint32_t((uint32_t *)x, (uint32_t *)y, c, h2, w2, inverse, begin, end); break;
+    default: nchw_uint64_t((uint64_t *)x, (uint64_t *)y, c, h2, w2, inverse, begin, end); break;
+    }
+}
+
+/* Returns 0 on success, 1 for an element size the kernel does not cover. */
+int spd_yolo_s2d(void *x, void *y, int64_t b, int64_t c, int64_t h2, int64_t w2, int es, int channels_last,
+                 int inverse, int nthreads) {
+    if (es != 1 && es != 2 && es != 4 && es != 8) return 1;
+    const int64_t total = channels_last ? b * h2 : b * c * h2;
+#ifdef _OPENMP
+    if (nthreads > 1 && total > 1) {
+        if (nthreads > total) nthreads = (int)total;
+#pragma omp parallel num_threads(nthreads)
+        {
+            const int64_t n = omp_get_num_threads(), i = omp_get_thread_num();
+            run(x, y, c, h2, w2, es, channels_last, inverse, total * i / n, total * (i + 1) / n);
+        }
+        return 0;
+    }
+#endif
+    (void)nthreads;
+    run(x, y, c, h2, w2, es, channels_last, inverse, 0, total);
+    return 0;
+}
+"""
+
+# Tried in order; the first that compiles and loads wins. OpenMP shares torch's thread pool (same libgomp soname).
+_FLAG_SETS = (
+    ["-O3", "-std=c99", "-shared", "-fPIC", "-fopenmp"],
+    ["-O3", "-std=c99", "-shared", "-fPIC"],
+)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Building and loading the kernel (lazily, once per process; the library is cached on disk across processes).
+
+
+def _cache_dir() -> Path:
+    """Folder for the compiled library: SPD_YOLO_CACHE_DIR, $XDG_CACHE_HOME/spd_yolo or ~/.cache/spd_yolo."""
+    if os.environ.get("SPD_YOLO_CACHE_DIR"):
+        return Path(os.environ["SPD_YOLO_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "spd_yolo"
+
+
+def _compiler() -> Optional[str]:
+    """The C compiler to use: $CC, else cc, gcc or clang on PATH; None when there is none."""
+    cc = os.environ.get("CC")
+    if cc:
+        return shutil.which(cc.split()[0]) and cc
+    for name in ("cc", "gcc", "clang"):
+        if shutil.which(name):
+            return name
+    return None
+
+
+def _library_name(cc: str, flags: list[str]) -> str:
+    """File name that changes with the source, flags, compiler and platform (so a stale build is never loaded)."""
+    key = "\n".join([_C_SOURCE, " ".join(flags), cc, sys.platform, platform.machine()])
+    suffix = ".dll" if sys.platform == "win32" else ".so"
+    return f"fast_spd_{hashlib.sha256(key.encode()).hexdigest()[:16]}{suffix}"
+
+
+def _compile(cc: str, flags: list[str], target: Path) -> None:
+    """Compile the kernel into `target` atomically (temp file + os.replace); raise on failure."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, src = tempfile.mkstemp(suffix=".c", prefix="fast_spd-", dir=target.parent)
+    tmp = src[:-2] + ".tmp-so"
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(_C_SOURCE)
+        cmd = [*cc.split(), *flags, src, "-o", tmp]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr.strip()}")
+        os.replace(tmp, target)
+    finally:
+        for leftover in (src, tmp):
+            with contextlib.suppress(OSError):
+                os.remove(leftover)
+
+
+def _load(path: Path):
+    lib = ctypes.CDLL(str(path))
+    fn = lib.spd_yolo_s2d
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int64] * 4 + [ctypes.c_int] * 4
+    return fn
+
+
+def _build() -> tuple[Optional[object], str]:
+    """(kernel function, '') or (None, why not). Reuses a cached build; compiles it otherwise."""
+    cc = _compiler()
+    if cc is None:
+        return None, "no C compiler found (set CC, or install cc/gcc/clang)"
+    errors = []
+    for flags in _FLAG_SETS:
+        name = _library_name(cc, flags)
+        for folder in (_cache_dir(), Path(tempfile.gettempdir()) / f"spd_yolo-{os.getuid() if hasattr(os, 'getuid') else 'u'}"):
+            path = folder / name
+            try:
+                if not path.is_file():
+                    _compile(cc, flags, path)
+                return _load(path), ""
+            except Exception as e:  # unwritable cache, compiler error, library that does not load: try the next
+                errors.append(f"{path}: {type(e).__name__}: {e}")
+    return None, "could not build the fast SPD kernel:\n" + "\n".join(errors)
+
+
+_STATE: dict = {}
+_LOCK = threading.Lock()
+
+
+def _kernel():
+    """The loaded kernel function, building it on first call; None when it cannot be built or fails its self-check."""
+    if "fn" not in _STATE:
+        with _LOCK:
+            if "fn" not in _STATE:
+                fn, why = _build()
+                if fn is not None and not _self_check(fn):
+                    fn, why = None, "the compiled kernel disagreed with the reference on its self-check"
+                if why:
+                    LOGGER.debug("SPD-YOLO fast SPD disabled: %s", why)
+                _STATE["why"] = why
+                _STATE["fn"] = fn
+    return _STATE["fn"]
+
+
+def _self_check(fn) -> bool:
+    """Run the freshly loaded kernel on small inputs of every covered element size and layout, against slicing."""
+    x = torch.arange(2 * 3 * 6 * 10, dtype=torch.int64).reshape(2, 3, 6, 10)
+    for dtype in (torch.uint8, torch.int16, torch.int32, torch.int64):
+        for cl in (False, True):
+            xi = x.to(dtype).contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
+            want = _reference(xi)
+            if not (torch.equal(_run(fn, xi, inverse=False), want) and torch.equal(_run(fn, want, inverse=True), xi)):
+                return False
+    return True
+
+
+def kernel_available() -> bool:
+    """Whether the compiled kernel is (or can be) loaded in this process. Builds it on first call."""
+    return _kernel() is not None
+
+
+def build_error() -> str:
+    """Why the kernel is not available ('' when it is)."""
+    _kernel()
+    return _STATE.get("why", "")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The switch.
+
+_OVERRIDE: list[Optional[bool]] = [None]
+
+
+def forced_off() -> bool:
+    """Whether SPD_YOLO_FAST_SPD (0/false/off/no) or `enabled(False)` forces the reference."""
+    if _OVERRIDE[0] is not None:
+        return not _OVERRIDE[0]
+    return os.environ.get(_ENV_SWITCH, "1").strip().lower() in ("0", "false", "off", "no")
+
+
+@contextlib.contextmanager
+def enabled(flag: bool) -> Iterator[None]:
+    """Context manager: ``with enabled(False):`` runs the reference (True: automatic choice), this process only."""
+    old, _OVERRIDE[0] = _OVERRIDE[0], bool(flag)
+    try:
+        yield
+    finally:
+        _OVERRIDE[0] = old
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The dispatch and the autograd functions.
+
+
+def _reference(x: torch.Tensor) -> torch.Tensor:
+    """The plain s=2 slicing version (B, C, H, W) -> (B, 4C, H/2, W/2), as in `spd_modules`."""
+    return torch.cat((x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2]), 1)
+
+
+def _reference_inverse(y: torch.Tensor) -> torch.Tensor:
+    """Plain inverse (B, 4C, h, w) -> (B, C, 2h, 2w): block k = 2*j + i goes back to rows i::2, columns j::2."""
+    b, c4, h, w = y.shape
+    return y.reshape(b, 2, 2, c4 // 4, h, w).permute(0, 3, 4, 2, 5, 1).reshape(b, c4 // 4, 2 * h, 2 * w)
+
+
+def _flag(owner: object, name: str) -> bool:
+    """Call the predicate `owner.name()` if this torch version has it (older versions lack some)."""
+    fn = getattr(owner, name, None)
+    return bool(fn()) if fn is not None else False
+
+
+def _in_graph_capture() -> bool:
+    """Forward AD, tracing, scripting, ONNX export, torch.export, torch.compile, functorch: keep plain ops."""
+    functorch = getattr(torch._C, "_functorch", None)
+    return (
+        _flag(torch.compiler, "is_compiling")
+        or _flag(torch.compiler, "is_exporting")
+        or torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or _flag(torch.onnx, "is_in_onnx_export")
+        or getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0  # forward-mode AD: dual tensors
+        or (functorch is not None and getattr(functorch, "maybe_current_level", lambda: None)() is not None)
+    )
+
+
+def _layout(x: torch.Tensor) -> Optional[bool]:
+    """False for contiguous NCHW, True for contiguous channels-last, None for any other strides."""
+    if x.is_contiguous():
+        return False
+    if x.is_contiguous(memory_format=torch.channels_last):
+        return True
+    return None
+
+
+def _kernel_can_read(x: torch.Tensor) -> bool:
+    """A plain 4-D CPU tensor the kernel reads as raw bytes (any even/odd size), outside graph capture."""
+    if _in_graph_capture() or type(x) not in (torch.Tensor, torch.nn.Parameter) or forced_off():
+        return False
+    if x.dim() != 4 or x.device.type != "cpu" or x.layout != torch.strided or x.is_quantized:
+        return False
+    if x.element_size() not in (1, 2, 4, 8) or x.is_conj() or x.is_neg() or _layout(x) is None:
+        return False
+    return _kernel() is not None
+
+
+def usable(x: torch.Tensor, s: int = 2) -> bool:
+    """Whether the fast kernel may compute space_to_depth(x, s) (see the module docstring for the rules)."""
+    return s == 2 and x.dim() == 4 and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0 and _kernel_can_read(x)
+
+
+def _threads(numel: int) -> int:
+    return max(1, min(torch.get_num_threads(), numel // _GRAIN))
+
+
+def _run(fn, x: torch.Tensor, inverse: bool) -> torch.Tensor:
+    """Call the kernel: (B, C, H, W) -> (B, 4C, H/2, W/2), or back when `inverse`. Keeps x's memory format."""
+    cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    b, c, h, w = x.shape
+    shape = (b, c // 4, h * 2, w * 2) if inverse else (b, c * 4, h // 2, w // 2)
+    out = torch.empty(shape, dtype=x.dtype, memory_format=fmt)
+    if x.numel():
+        full, small = (out, x) if inverse else (x, out)
+        rc = fn(full.data_ptr(), small.data_ptr(), b, full.shape[1], small.shape[2], small.shape[3],
+                x.element_size(), int(cl), int(inverse), _threads(x.numel()))
+        if rc:
+            raise RuntimeError(f"fast SPD kernel refused a tensor with element size {x.element_size()}")
+    return out
+
+
+def _prepare_grad(g: torch.Tensor) -> torch.Tensor:
+    """A gradient in a layout the kernel reads (NCHW or channels-last contiguous), copying only if needed."""
+    return g if _layout(g) is not None and type(g) is torch.Tensor else g.contiguous()
+
+
+class _SpaceToDepth(torch.autograd.Function):
+    """Fast space-to-depth with autograd; its backward is the fast inverse (itself differentiable)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return _run(_kernel(), x, inverse=False)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
+        return _apply(_DepthToSpace, _prepare_grad(g))
+
+    @staticmethod
+    def jvp(ctx, t: torch.Tensor) -> torch.Tensor:
+        return _reference(t)
+
+
+class _DepthToSpace(torch.autograd.Function):
+    """Inverse of `_SpaceToDepth` ((B, 4C, h, w) -> (B, C, 2h, 2w)); its backward is the fast space-to-depth."""
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor) -> torch.Tensor:
+        return _run(_kernel(), y, inverse=True)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
+        return _apply(_SpaceToDepth, _prepare_grad(g))
+
+    @staticmethod
+    def jvp(ctx, t: torch.Tensor) -> torch.Tensor:
+        return _reference_inverse(t)
+
+
+def _apply(fn: type, x: torch.Tensor) -> torch.Tensor:
+    """Through autograd only when a graph is recorded; else straight to the kernel (less overhead)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return fn.apply(x)
+    return _run(_kernel(), x, inverse=fn is _DepthToSpace)
+
+
+def space_to_depth(x: torch.Tensor) -> torch.Tensor:
+    """Fast s=2 space-to-depth, (B, C, H, W) -> (B, 4C, H/2, W/2), bit-identical to the reference. Needs `usable(x)`."""
+    return _apply(_SpaceToDepth, x)
+
+
+def depth_to_space(y: torch.Tensor) -> torch.Tensor:
+    """Fast inverse, (B, 4C, h, w) -> (B, C, 2h, 2w) in the same channel order; the reference where not `usable`."""
+    if y.dim() != 4 or y.shape[1] % 4:
+        raise ValueError(f"depth_to_space needs a (B, 4C, h, w) tensor, got shape {tuple(y.shape)}")
+    return _apply(_DepthToSpace, y) if _kernel_can_read(y) else _reference_inverse(y)

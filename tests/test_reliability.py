@@ -1,0 +1,134 @@
+# SPD-YOLO, AGPL-3.0 license
+"""Training that survives faults (SIGKILL, Ctrl-C, a kill during a checkpoint write), determinism, weights-only files."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from helpers import REPO
+
+pytestmark = pytest.mark.slow
+
+# train.py's CLI in a child process, after SETUP (python lines) has planted a fault.
+CHILD = """
+import os, signal, sys
+from ultralytics.utils import callbacks
+import spd_yolo.atomic, spd_yolo.engine
+{setup}
+from spd_yolo.cli.train import cli
+sys.exit(cli(sys.argv[1:]))
+"""
+AT_EPOCH_2 = 'callbacks.default_callbacks["on_train_batch_end"].append(lambda t: t.epoch == 1 and ({action}))'
+FAULTS = {
+    # SIGKILL in the middle of the second epoch
+    "mid-epoch": AT_EPOCH_2.format(action="os.kill(os.getpid(), signal.SIGKILL)"),
+    # SIGKILL after the second epoch's results.csv row, before its checkpoint: resume must not list it twice
+    "after-csv": "orig = spd_yolo.engine.SPDDetectionTrainer.save_model\n"
+    "spd_yolo.engine.SPDDetectionTrainer.save_model = "
+    "lambda self: os.kill(os.getpid(), signal.SIGKILL) if self.epoch == 1 else orig(self)",
+    # SIGKILL inside the write of last.pt: the temp file is written, the rename never happens
+    "mid-write": AT_EPOCH_2.format(action="setattr(os, 'replace', lambda *a: os.kill(os.getpid(), signal.SIGKILL))"),
+    "ctrl-c": AT_EPOCH_2.format(action="os.kill(os.getpid(), signal.SIGINT)"),
+    "none": "",
+}
+
+
+def child(fault: str, *argv) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", CHILD.format(setup=FAULTS[fault]), *map(str, argv)],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "YOLO_VERBOSE": "true"})
+
+
+def train_args(data, project, name, epochs=3):
+    return ["--cfg", "yolov5n-SPD", "--data", data, "--epochs", epochs, "--img", 64, "--batch-size", 4, "--workers", 0,
+            "--device", "cpu", "--project", project, "--name", name, "--noplots", "--seed", 0]
+
+
+def rows(run_dir):
+    return list(csv.DictReader((run_dir / "results.csv").open()))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from spd_yolo.data.synth import generate_demo_dataset
+
+    return generate_demo_dataset(tmp_path_factory.mktemp("data") / "d", n_train=8, n_val=4, imgsz=64, video_frames=0,
+                                 progress=False)
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory):
+    """An uninterrupted 3-epoch run: what every resumed run must reproduce epoch by epoch (schedule, row count)."""
+    project = tmp_path_factory.mktemp("ref")
+    out = child("none", *train_args(data, project, "ref"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    return project / "ref"
+
+
+def resume(run_dir) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "train.py"), "--resume", str(run_dir)], capture_output=True,
+                          text=True, timeout=600)
+
+
+def assert_same_schedule(run_dir, reference):
+    got, ref = rows(run_dir), rows(reference)
+    assert [int(float(r["epoch"])) for r in got] == [1, 2, 3]  # one row per epoch: no gap, no duplicate
+    for g, r in zip(got, ref):
+        assert [g[k] for k in ("lr/pg0", "lr/pg1", "lr/pg2")] == [r[k] for k in ("lr/pg0", "lr/pg1", "lr/pg2")]
+
+
+@pytest.mark.parametrize("fault", ["mid-epoch", "after-csv", "mid-write"])
+def test_sigkill_then_resume_finishes_exactly(fault, data, reference, tmp_path):
+    out = child(fault, *train_args(data, tmp_path, "run"))
+    assert out.returncode == -signal.SIGKILL, out.stderr[-2000:]
+    run = tmp_path / "run"
+    ckpt = torch.load(run / "weights/last.pt", weights_only=False)  # the previous last.pt is whole and readable
+    assert ckpt["epoch"] == 0 and ckpt["optimizer"] is not None
+    if fault == "after-csv":
+        assert [int(float(r["epoch"])) for r in rows(run)] == [1, 2]
+    if fault == "mid-write":
+        assert list((run / "weights").glob(".last.pt.*.tmp"))  # the torn write stayed in its temp file
+    res = resume(run)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert_same_schedule(run, reference)
+    assert not list((run / "weights").glob(".*.tmp"))
+    assert torch.load(run / "weights/best.pt", weights_only=False)["epoch"] == -1  # final, optimizer stripped
+
+
+def test_ctrl_c_stops_cleanly_and_resumes(data, reference, tmp_path):
+    out = child("ctrl-c", *train_args(data, tmp_path, "run"))
+    assert out.returncode == 130, out.stderr[-2000:]
+    assert f"training interrupted: resume with  python train.py --resume {tmp_path / 'run'}" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert torch.load(tmp_path / "run/weights/last.pt", weights_only=False)["optimizer"] is not None
+    res = resume(tmp_path / "run")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert_same_schedule(tmp_path / "run", reference)
+
+
+def test_same_seed_same_first_epoch_losses(data, reference, tmp_path):
+    out = child("none", *train_args(data, tmp_path, "again"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    a, b = rows(reference)[0], rows(tmp_path / "again")[0]
+    for k in ("train/box_loss", "train/cls_loss", "train/dfl_loss"):
+        assert a[k] == b[k], k
+
+
+def test_weights_only_file_loads_safely_and_predicts_the_same(reference, data):
+    from spd_yolo import YOLO
+
+    path = reference / "weights/best.weights.pt"
+    payload = torch.load(path, map_location="cpu", weights_only=True)  # no pickle of code objects inside
+    assert payload["format"].startswith("spd-yolo-weights-only/") and payload["task"] == "detect"
+    x = torch.rand(1, 3, 64, 96)
+    full, light = YOLO(reference / "weights/best.pt").model.float().eval(), YOLO(path).model
+    with torch.no_grad():
+        assert torch.equal(full(x)[0], light(x)[0])
+    out = subprocess.run([sys.executable, str(REPO / "val.py"), "--weights", str(path), "--data", str(data),
+                          "--img", "64", "--project", str(reference.parent / "v")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "AP_S" in out.stdout
