@@ -50,14 +50,15 @@ _GRAIN = 32768  # elements per thread before a second thread pays off (torch's o
 # inverse=1 scatters y back into x (the backward / depth-to-space). One work item is one output row.
 _C_SOURCE = r"""
 #include <stdint.h>
-#include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
-#define NCHW_KERNEL(T)                                                                                      \
-static void nchw_##T(T *restrict x, T *restrict y, int64_t c, int64_t h2, int64_t w2, int inverse,        \
-                     int64_t begin, int64_t end) {                                                          \
+/* One kernel pair per element type T and element transform F: a plain copy, or "+ 0" as the reference's
+   backward does (it sums four zero-padded gradients, which turns -0.0 into +0.0 and quiets signalling NaNs). */
+#define KERNELS(NAME, T, F)                                                                                  \
+static void nchw_##NAME(T *restrict x, T *restrict y, int64_t c, int64_t h2, int64_t w2, int inverse,      \
+                        int64_t begin, int64_t end) {                                                       \
     const int64_t plane = h2 * w2, blk = c * plane;                                                         \
     for (int64_t t = begin; t < end; ++t) {                                                                 \
         const int64_t p = t / h2, r = t - p * h2, b = p / c, ch = p - b * c;                                \
@@ -68,65 +69,82 @@ static void nchw_##T(T *restrict x, T *restrict y, int64_t c, int64_t h2, int64_
         T *restrict o2 = o1 + blk;                                                                          \
         T *restrict o3 = o2 + blk;                                                                          \
         if (!inverse) {                                                                                     \
-            for (int64_t q = 0; q < w2; ++q) { o0[q] = r0[2 * q]; o2[q] = r0[2 * q + 1]; }                  \
-            for (int64_t q = 0; q < w2; ++q) { o1[q] = r1[2 * q]; o3[q] = r1[2 * q + 1]; }                  \
+            for (int64_t q = 0; q < w2; ++q) { o0[q] = F(r0[2 * q]); o2[q] = F(r0[2 * q + 1]); }            \
+            for (int64_t q = 0; q < w2; ++q) { o1[q] = F(r1[2 * q]); o3[q] = F(r1[2 * q + 1]); }            \
         } else {                                                                                            \
-            for (int64_t q = 0; q < w2; ++q) { r0[2 * q] = o0[q]; r0[2 * q + 1] = o2[q]; }                  \
-            for (int64_t q = 0; q < w2; ++q) { r1[2 * q] = o1[q]; r1[2 * q + 1] = o3[q]; }                  \
+            for (int64_t q = 0; q < w2; ++q) { r0[2 * q] = F(o0[q]); r0[2 * q + 1] = F(o2[q]); }            \
+            for (int64_t q = 0; q < w2; ++q) { r1[2 * q] = F(o1[q]); r1[2 * q + 1] = F(o3[q]); }            \
+        }                                                                                                   \
+    }                                                                                                       \
+}                                                                                                           \
+static void nhwc_##NAME(T *restrict x, T *restrict y, int64_t c, int64_t h2, int64_t w2, int inverse,      \
+                        int64_t begin, int64_t end) {                                                       \
+    for (int64_t t = begin; t < end; ++t) {                                                                 \
+        const int64_t b = t / h2, r = t - b * h2;                                                           \
+        T *r0 = x + (b * 2 * h2 + 2 * r) * (2 * w2) * c, *r1 = r0 + 2 * w2 * c;                             \
+        T *o = y + t * w2 * 4 * c;                                                                          \
+        for (int64_t q = 0; q < w2; ++q, o += 4 * c) {                                                      \
+            T *src[4] = {r0 + 2 * q * c, r1 + 2 * q * c, r0 + (2 * q + 1) * c, r1 + (2 * q + 1) * c};      \
+            for (int k = 0; k < 4; ++k) {                                                                   \
+                T *restrict a = src[k], *restrict z = o + k * c;                                            \
+                if (!inverse) for (int64_t e = 0; e < c; ++e) z[e] = F(a[e]);                               \
+                else for (int64_t e = 0; e < c; ++e) a[e] = F(z[e]);                                        \
+            }                                                                                               \
         }                                                                                                   \
     }                                                                                                       \
 }
-NCHW_KERNEL(uint8_t)
-NCHW_KERNEL(uint16_t)
-NCHW_KERNEL(uint32_t)
-NCHW_KERNEL(uint64_t)
 
-/* channels-last: x (B, 2*h2, 2*w2, C) <-> y (B, h2, w2, 4*C); each pixel's C channels move as one block. */
-static void nhwc(char *restrict x, char *restrict y, int64_t cb, int64_t h2, int64_t w2, int inverse,
-                 int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-        const int64_t b = t / h2, r = t - b * h2;
-        char *r0 = x + (b * 2 * h2 + 2 * r) * (2 * w2) * cb, *r1 = r0 + 2 * w2 * cb;
-        char *o = y + t * w2 * 4 * cb;
-        for (int64_t q = 0; q < w2; ++q, o += 4 * cb) {
-            char *src[4] = {r0 + 2 * q * cb, r1 + 2 * q * cb, r0 + (2 * q + 1) * cb, r1 + (2 * q + 1) * cb};
-            for (int k = 0; k < 4; ++k) {
-                if (!inverse) memcpy(o + k * cb, src[k], (size_t)cb);
-                else memcpy(src[k], o + k * cb, (size_t)cb);
-            }
-        }
-    }
-}
+#define SAME(v) (v)
+#define ADD0F(v) ((v) + 0.0f)
+#define ADD0D(v) ((v) + 0.0)
+#define ZERO16(v) ((uint16_t)((v) == 0x8000u ? 0u : (v))) /* fp16/bf16 -0.0 -> +0.0 */
+KERNELS(u8, uint8_t, SAME)
+KERNELS(u16, uint16_t, SAME)
+KERNELS(u32, uint32_t, SAME)
+KERNELS(u64, uint64_t, SAME)
+KERNELS(f32, float, ADD0F)
+KERNELS(f64, double, ADD0D)
+KERNELS(h16, uint16_t, ZERO16)
 
-static void run(void *x, void *y, int64_t c, int64_t h2, int64_t w2, int es, int cl, int inverse,
-                int64_t begin, int64_t end) {
-    if (cl) { nhwc((char *)x, (char *)y, c * es, h2, w2, inverse, begin, end); return; }
+typedef void (*kernel_t)(void *, void *, int64_t, int64_t, int64_t, int, int64_t, int64_t);
+
+/* kind: 0 plain copy of es-byte elements; 1 float32 "+0"; 2 float64 "+0"; 3 fp16/bf16 "+0" (signed zero only). */
+static kernel_t pick(int es, int kind, int cl) {
+#define PICK(NAME) return cl ? (kernel_t)nhwc_##NAME : (kernel_t)nchw_##NAME
+    if (kind == 1 && es == 4) PICK(f32);
+    if (kind == 2 && es == 8) PICK(f64);
+    if (kind == 3 && es == 2) PICK(h16);
+    if (kind != 0) return 0;
     switch (es) {
-    case 1: nchw_uint8_t((uint8_t *)x, (uint8_t *)y, c, h2, w2, inverse, begin, end); break;
-    case 2: nchw_uint16_t((uint16_t *)x, (uint16_t *)y, c, h2, w2, inverse, begin, end); break;
-    case 4: nchw_uint32_t((uint32_t *)x, (uint32_t *)y, c, h2, w2, inverse, begin, end); break;
-    default: nchw_uint64_t((uint64_t *)x, (uint64_t *)y, c, h2, w2, inverse, begin, end); break;
+    case 1: PICK(u8);
+    case 2: PICK(u16);
+    case 4: PICK(u32);
+    case 8: PICK(u64);
     }
+    return 0;
+#undef PICK
 }
 
-/* Returns 0 on success, 1 for an element size the kernel does not cover. */
-int spd_yolo_s2d(void *x, void *y, int64_t b, int64_t c, int64_t h2, int64_t w2, int es, int channels_last,
+/* x (B, C, 2*h2, 2*w2) <-> y (B, 4*C, h2, w2), both contiguous NCHW, or both channels-last when cl.
+   Returns 0 on success, 1 for an element size / kind the kernel does not cover. */
+int spd_yolo_s2d(void *x, void *y, int64_t b, int64_t c, int64_t h2, int64_t w2, int es, int kind, int cl,
                  int inverse, int nthreads) {
-    if (es != 1 && es != 2 && es != 4 && es != 8) return 1;
-    const int64_t total = channels_last ? b * h2 : b * c * h2;
+    kernel_t k = pick(es, kind, cl);
+    if (!k) return 1;
+    const int64_t total = cl ? b * h2 : b * c * h2; /* work items: output rows */
 #ifdef _OPENMP
     if (nthreads > 1 && total > 1) {
         if (nthreads > total) nthreads = (int)total;
 #pragma omp parallel num_threads(nthreads)
         {
             const int64_t n = omp_get_num_threads(), i = omp_get_thread_num();
-            run(x, y, c, h2, w2, es, channels_last, inverse, total * i / n, total * (i + 1) / n);
+            k(x, y, c, h2, w2, inverse, total * i / n, total * (i + 1) / n);
         }
         return 0;
     }
 #endif
     (void)nthreads;
-    run(x, y, c, h2, w2, es, channels_last, inverse, 0, total);
+    k(x, y, c, h2, w2, inverse, 0, total);
     return 0;
 }
 """
@@ -191,7 +209,7 @@ def _load(path: Path):
     lib = ctypes.CDLL(str(path))
     fn = lib.spd_yolo_s2d
     fn.restype = ctypes.c_int
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int64] * 4 + [ctypes.c_int] * 4
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int64] * 4 + [ctypes.c_int] * 5
     return fn
 
 
