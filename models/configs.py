@@ -17,7 +17,15 @@ import yaml
 
 from spd_yolo.errors import SPDConfigError
 
-__all__ = ("CONFIG_DIR", "available_models", "resolve_model_cfg", "load_model_yaml", "build_model", "build_errors")
+__all__ = (
+    "CONFIG_DIR",
+    "available_models",
+    "resolve_model_cfg",
+    "load_model_yaml",
+    "build_model",
+    "build_errors",
+    "probe_forward",
+)
 
 
 # yaml_configs/ beside models/ in the source tree; installed, both live inside the spd_yolo package (pyproject).
@@ -105,16 +113,48 @@ def build_model(model: str | Path | dict = "yolov5n-SPD", nc: int | None = None,
     }
     if task not in classes:
         raise SPDConfigError(f"{cfg.get('yaml_file', model)}: cannot build a model for task '{task}'")
-    with build_errors(cfg.get("yaml_file", "<model dict>")):
-        return classes[task](cfg, ch=ch, nc=nc, verbose=verbose)
+    source = cfg.get("yaml_file", "<model dict>")
+    with build_errors(source):
+        model = classes[task](cfg, ch=ch, nc=nc, verbose=verbose)
+    probe_forward(model, source)
+    return model
+
+
+def probe_forward(model, source) -> None:
+    """Run one forward pass at 256x256 where ultralytics did not (its stride probe covers detection heads only), so a
+    model that builds but cannot run (e.g. a repeated head, mismatched concatenation) fails now, naming its YAML."""
+    import torch
+    from ultralytics.nn.modules import Detect
+
+    if isinstance(model.model[-1], Detect):
+        return  # already run by ultralytics to find the strides
+    ch = int(getattr(model, "yaml", {}).get("channels", 3))
+    with build_errors(source, what="builds but cannot run a 256x256 input"), torch.no_grad():
+        training = model.training
+        model.eval()(torch.zeros(1, ch, 256, 256))
+        model.train(training)
 
 
 @contextmanager
-def build_errors(source):
+def build_errors(source, what: str = "could not be built"):
     """Turn any failure while building a model (e.g. mismatched shapes in the stride probe) into SPDConfigError."""
+    from spd_modules import SPDSizeError
+
     try:
         yield
-    except SPDConfigError:
+    except (SPDConfigError, SPDSizeError):
         raise
     except Exception as e:
-        raise SPDConfigError(f"{source}: the model could not be built: {type(e).__name__}: {e}") from e
+        layer = _running_layer(e.__traceback__)
+        where = f" (at layer {layer.i}, {layer.type.rsplit('.', 1)[-1]})" if layer is not None else ""
+        raise SPDConfigError(f"{source}: the model {what}{where}: {type(e).__name__}: {e}") from e
+
+
+def _running_layer(tb):
+    """The model layer that ultralytics' forward loop (`_predict_once`) was running when it raised, if any."""
+    layer = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "_predict_once":
+            layer = tb.tb_frame.f_locals.get("m")
+        tb = tb.tb_next
+    return layer if hasattr(layer, "i") and hasattr(layer, "type") else None

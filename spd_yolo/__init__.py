@@ -29,6 +29,7 @@ from spd_yolo.models.configs import (  # noqa: E402
     build_errors,
     build_model,
     load_model_yaml,
+    probe_forward,
     resolve_model_cfg,
 )
 from spd_yolo.models.summary import ModelStats, model_stats  # noqa: E402
@@ -62,6 +63,7 @@ class YOLO(_YOLO):
         load_model_yaml(cfg)  # file-level problems (not YAML, no backbone, bad nc or scale) get a clear message
         with build_errors(cfg):
             super()._new(cfg, task=task, verbose=verbose)
+        probe_forward(self.model, cfg)
 
     def _load(self, weights: str, task: str | None = None) -> None:
         """Load a checkpoint as ultralytics does; a weights-only file of ours is rebuilt from its YAML."""

@@ -49,9 +49,14 @@ def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     (root / "images/train").mkdir(parents=True)
     (root / "images/val").mkdir(parents=True)
+    for split in ("train", "val"):
+        (root / f"images/{split}/a.jpg").write_bytes(b"")  # the folders must hold images
     (root / "images/empty").mkdir(parents=True)
     good = root / "data.yaml"
     good.write_text(yaml.safe_dump({"path": str(root), "train": "images/train", "val": "images/val", "names": {0: "a"}}))
+    empty = root / "empty.yaml"
+    empty.write_text(yaml.safe_dump({"path": str(root), "train": "images/train", "val": "images/empty",
+                                     "names": {0: "a"}}))
     no_val = root / "noval.yaml"
     no_val.write_text(yaml.safe_dump({"path": str(root), "train": "images/train", "val": "images/missing",
                                       "names": {0: "a"}}))
@@ -67,7 +72,12 @@ def files(tmp_path_factory):
     video.write_bytes(b"\x00" * 100)
     listing = root / "list.txt"
     listing.write_text(f"{root}/nothere.jpg\n")
-    return {"root": root, "good": good, "no_val": no_val, "not_yaml": not_yaml, "hyp": hyp, "weights": weights,
+    fake, truncated = root / "fake.pt", root / "trunc.pt"
+    fake.write_text("not a checkpoint")
+    truncated.write_bytes(weights.read_bytes()[:50000])
+    two = root / "two.yaml"
+    two.write_text(good.read_text().replace("0: a", "0: a\n  1: b"))
+    return {"root": root, "good": good, "empty": empty, "fake": fake, "truncated": truncated, "two": two, "no_val": no_val, "not_yaml": not_yaml, "hyp": hyp, "weights": weights,
             "video": video, "listing": listing}
 
 
@@ -75,6 +85,7 @@ BAD = [
     ("train", ["--cfg", "yolov5n-SPD", "--data", "{root}/missing.yaml"], "--data {root}/missing.yaml: file not found"),
     ("train", ["--cfg", "yolov5n-SPD", "--data", "{no_val}"], "'val' path {root}/images/missing does not exist"),
     ("train", ["--cfg", "yolov5n-SPD", "--data", "{not_yaml}"], "not valid YAML"),
+    ("train", ["--cfg", "yolov5n-SPD", "--data", "{empty}"], "'val' folder {root}/images/empty holds no image"),
     ("train", ["--cfg", "yolov5q-SPD", "--data", "{good}"], "unknown SPD model 'yolov5q-SPD'"),
     ("train", ["--cfg", "yolov5n-SPD", "--data", "{good}", "--img", "100"], "--imgsz 100: must be a positive multiple"),
     ("train", ["--weights", "{root}/none.pt", "--data", "{good}"], "--weights {root}/none.pt: file not found"),
@@ -85,6 +96,10 @@ BAD = [
     ("val", ["--weights", "{root}/none.pt", "--data", "{good}"], "--weights {root}/none.pt: file not found"),
     ("val", ["--weights", "{hyp}", "--data", "{good}"], "expected a .pt or .onnx file"),
     ("val", ["--weights", "{weights}", "--data", "{good}", "--task", "test"], "no 'test' entry"),
+    ("val", ["--weights", "{fake}", "--data", "{good}"], "--weights {root}/fake.pt: not a loadable model"),
+    ("val", ["--weights", "{truncated}", "--data", "{good}"], "--weights {root}/trunc.pt: not a loadable model"),
+    ("val", ["--weights", "{weights}", "--data", "{two}"], "predicts 80 classes but --data {root}/two.yaml has 2"),
+    ("detect", ["--weights", "{truncated}", "--source", "{good}"], "--weights {root}/trunc.pt: not a loadable model"),
     ("val", ["--weights", "{weights}", "--data", "{good}", "--anno-json", "{root}/a.json"], "{root}/a.json: file not"),
     ("detect", ["--weights", "{weights}", "--source", "{root}/nothing.jpg"], "--source {root}/nothing.jpg: no such"),
     ("detect", ["--weights", "{weights}", "--source", "{root}/*.png"], "the glob matches no file"),

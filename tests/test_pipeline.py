@@ -173,3 +173,27 @@ def test_make_demo_end_to_end_small(tmp_path):
     assert "ONNX parity on bus.jpg" in text
     assert cv2.VideoCapture(str(tmp_path / "runs/detect/yolov5n-SPD/demo.avi")).get(cv2.CAP_PROP_FRAME_COUNT) == 5
     assert "Outputs:" in text and str(tmp_path / "runs/train/yolov5n") in text
+
+
+def test_plain_ultralytics_uses_our_checkpoint_in_a_fresh_process(run_dir, dataset, tmp_path):
+    """Predict, val, export and fine-tune from best.pt with plain ultralytics, in another folder, no import of ours."""
+    weights = tmp_path / "best.pt"
+    shutil.copy(run_dir / "weights/best.pt", weights)
+    code = f"""
+import sys
+from ultralytics import YOLO
+assert "spd_modules" not in sys.modules
+m = YOLO({str(weights)!r})
+assert "spd_modules" in sys.modules  # the checkpoint imported (and registered) our layers itself
+r = m.predict({str(dataset.parent / "images/val")!r}, imgsz=64, verbose=False)
+print("predicted", len(r))
+print("val mAP50-95", m.val(data={str(dataset)!r}, imgsz=64, batch=4, verbose=False).box.map)
+print("exported", m.export(format="onnx", imgsz=64))
+m.train(data={str(dataset)!r}, epochs=1, imgsz=64, batch=4, workers=0, device="cpu", project={str(tmp_path)!r},
+        name="ft", plots=False)
+print("fine-tuned", (m.trainer.save_dir / "weights" / "last.pt").is_file())
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "predicted 4" in out.stdout and "val mAP50-95" in out.stdout
+    assert f"exported {tmp_path / 'best.onnx'}" in out.stdout and "fine-tuned True" in out.stdout

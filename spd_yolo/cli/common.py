@@ -87,7 +87,7 @@ def load_model(weights: str):
 
     try:
         return YOLO(weights)
-    except (TypeError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, KeyError) as e:
+    except (TypeError, ValueError, RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, KeyError) as e:
         raise CLIError(f"--weights {weights}: not a loadable model ({type(e).__name__}: {str(e).splitlines()[0]})") from e
 
 
@@ -115,6 +115,7 @@ def check_data_yaml(path: str | None, splits: tuple[str, ...]) -> str:
         raise CLIError(f"--data {path}: not valid YAML ({e})") from None
     if not isinstance(data, dict) or "names" not in data and "nc" not in data:
         raise CLIError(f"--data {path}: expected a mapping with 'names' (and 'path', 'train', 'val')")
+    from ultralytics.data.utils import IMG_FORMATS
     from ultralytics.utils import DATASETS_DIR
 
     root = Path(data.get("path") or p.parent)  # relative: from the working directory, else ultralytics' datasets dir
@@ -128,6 +129,8 @@ def check_data_yaml(path: str | None, splits: tuple[str, ...]) -> str:
             target = Path(item) if Path(item).is_absolute() else root / item
             if not target.exists():
                 raise CLIError(f"--data {path}: '{split}' path {target} does not exist")
+            if target.is_dir() and not any(f.suffix[1:].lower() in IMG_FORMATS for f in target.rglob("*")):
+                raise CLIError(f"--data {path}: '{split}' folder {target} holds no image ({', '.join(sorted(IMG_FORMATS))})")
     return str(p)
 
 
