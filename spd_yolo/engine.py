@@ -79,11 +79,15 @@ class SPDDetectionValidator(DetectionValidator):
         gt["info"] = {"description": "YOLO labels at original image sizes"}
         # predictions come in the order the images were seen: image eval_ids[k] has pred_counts[k] of them
         owners = [i + 1 for i, n in zip(self.eval_ids or [], self.pred_counts) for _ in range(n)]
+        cls = self._class_of()
         dets = [
-            {**d, "image_id": image_id, "category_id": self.class_map.index(d["category_id"]) + 1}
-            for d, image_id in zip(self.jdict, owners)
+            {**d, "image_id": image_id, "category_id": cls[d["category_id"]] + 1} for d, image_id in zip(self.jdict, owners)
         ]
         return coco.evaluate(gt, dets, progress=True)
+
+    def _class_of(self) -> dict[int, int]:
+        """The category ids ultralytics wrote into jdict (class_map: COCO's 91 ids, else c + 1) -> class index."""
+        return {cat: c for c, cat in enumerate(self.class_map)}
 
     def _evaluate_on_file(self, anno: Path, dataset) -> coco.CocoStats:
         """Evaluate against an official COCO annotation file (its crowd regions, areas and category ids)."""
@@ -97,9 +101,9 @@ class SPDDetectionValidator(DetectionValidator):
             raise ValueError(f"{anno}: none of the {len(names)} validation images is in this annotation file")
         if missing:
             LOGGER.warning(f"{len(missing)} validation images are not in {anno} and are not evaluated, e.g. {missing[0]}")
-        cats = coco.category_map(self.names, gt["categories"])
+        cats, cls = coco.category_map(self.names, gt["categories"]), self._class_of()
         dets = [
-            {**d, "image_id": by_name[d["file_name"]], "category_id": cats[self.class_map.index(d["category_id"])]}
+            {**d, "image_id": by_name[d["file_name"]], "category_id": cats[cls[d["category_id"]]]}
             for d in self.jdict
             if d["file_name"] in by_name
         ]

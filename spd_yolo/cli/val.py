@@ -61,8 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from spd_yolo.engine import SPDDetectionValidator
-
     check_imgsz(args.imgsz)
     weights = check_weights(args.weights)
     data = check_data_yaml(args.data, (args.task,))
@@ -77,7 +75,25 @@ def main(argv: list[str] | None = None) -> int:
             f"--weights {weights} predicts {len(model.names)} classes but --data {data} has {len(names)}: "
             f"validate on the data it was trained for (or use --single-cls)"
         )
-    metrics = model.val(
+    try:
+        metrics = _val(model, args, data)
+    except ValueError as e:  # e.g. an annotation file that does not match the dataset or the model's classes
+        raise CLIError(str(e)) from e
+    result = getattr(metrics, "coco", None)
+    if result is None:
+        raise CLIError("COCO evaluation did not run")
+    from spd_yolo.coco import format_table
+
+    print(format_table({Path(weights).name: result}))
+    print(f"Results saved to {metrics.save_dir}" if hasattr(metrics, "save_dir") else "")
+    return 0
+
+
+def _val(model, args, data):
+    """ultralytics validation with our validator (COCO metrics always on)."""
+    from spd_yolo.engine import SPDDetectionValidator
+
+    return model.val(
         validator=functools.partial(SPDDetectionValidator, anno_json=args.anno_json or None),
         data=data,
         batch=args.batch_size,
@@ -98,14 +114,6 @@ def main(argv: list[str] | None = None) -> int:
         name=args.name,
         exist_ok=args.exist_ok,
     )
-    result = getattr(metrics, "coco", None)
-    if result is None:
-        raise CLIError("COCO evaluation did not run")
-    from spd_yolo.coco import format_table
-
-    print(format_table({Path(weights).name: result}))
-    print(f"Results saved to {metrics.save_dir}" if hasattr(metrics, "save_dir") else "")
-    return 0
 
 
 def cli(argv: list[str] | None = None) -> int:
