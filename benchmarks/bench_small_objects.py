@@ -96,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         if not data.is_file():
             parser.error(f"--data {data}: file not found")
     else:
-        small = dict(n_train=16, n_val=8, imgsz=64, video_frames=0) if args.quick else dict(video_frames=0)
-        data = generate_demo_dataset(project / "data" if args.quick else "datasets/spd-demo", **small)
+        if args.quick:
+            data = generate_demo_dataset(project / "data", n_train=16, n_val=8, imgsz=64, video_frames=0)
+        else:  # the `make demo` dataset, with the demo's arguments so that either reuses the other's
+            data = generate_demo_dataset("datasets/spd-demo")
     project.mkdir(parents=True, exist_ok=True)
     hyp = project / "hyp.yaml"
     hyp.write_text("".join(f"{k}: {v}\n" for k, v in DEMO_HYP.items()))
