@@ -26,12 +26,22 @@ METRICS = ("AP_S", "AP_M", "AP_L", "AP", "AP50")
 
 
 def spread(values: list[float]) -> str:
-    """'12.3 ± 0.4' in percent (mean ± sample std), '-' where pycocotools had no objects of that size."""
-    values = [v for v in values if v >= 0]
+    """'12.3 ± 0.4' in percent (mean ± sample std over seeds); '-' when there is no value."""
     if not values:
         return "-"
     mean = 100 * statistics.fmean(values)
     return f"{mean:.1f} ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else f"{mean:.1f}"
+
+
+def table_rows(results: dict, stock: str, spd: str, eval_sizes: list[int]) -> list[list]:
+    """Per size: stock, SPD (seeds where pycocotools defined the metric, i.e. not -1) and SPD - stock paired by seed."""
+    rows = []
+    for size in eval_sizes:
+        for cfg in (stock, spd):
+            rows.append([Path(cfg).stem, size, *(spread([v for v in results[cfg][size][m] if v >= 0]) for m in METRICS)])
+        pairs = {m: list(zip(results[stock][size][m], results[spd][size][m])) for m in METRICS}
+        rows.append(["SPD - stock", size, *(spread([b - a for a, b in pairs[m] if a >= 0 and b >= 0]) for m in METRICS)])
+    return rows
 
 
 def plot(results: dict, eval_sizes: list[int], path: Path) -> None:
@@ -125,13 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                     results[cfg][size][m].append(stats.values[m])
 
     stock, spd = labels["stock"], labels["SPD"]
-    rows = []
-    for size in args.eval_imgsz:
-        for cfg in (stock, spd):
-            rows.append([Path(cfg).stem, size, *(spread(results[cfg][size][m]) for m in METRICS)])
-        diffs = {m: [b - a for a, b in zip(results[stock][size][m], results[spd][size][m])] for m in METRICS}
-        rows.append(["SPD - stock", size, *(spread(diffs[m]) if min(results[stock][size][m] + results[spd][size][m]) >= 0
-                                              else "-" for m in METRICS)])
+    rows = table_rows(results, stock, spd, args.eval_imgsz)
     table = markdown_table(["model", "eval size", *(f"{m} (%)" for m in METRICS)], rows)
     plot_path = project / f"ap_s_vs_resolution_{args.pair}.png"
     plot({Path(c).stem: results[c] for c in (stock, spd)}, args.eval_imgsz, plot_path)

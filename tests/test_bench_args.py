@@ -27,3 +27,16 @@ def test_bad_benchmark_arguments(script, argv, message, tmp_path):
     assert out.returncode == 2, out.stderr
     assert message in out.stderr
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_small_object_table_keeps_negative_differences(monkeypatch):
+    """SPD - stock is paired by seed and may be negative; pycocotools' -1 (undefined) is left out, never averaged."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from bench_small_objects import METRICS, table_rows
+
+    stock = {64: {m: [0.30, 0.20, -1.0] for m in METRICS}}
+    spd = {64: {m: [0.10, 0.30, 0.50] for m in METRICS}}
+    rows = table_rows({"a.yaml": stock, "b": spd}, "a.yaml", "b", [64])
+    assert rows[0][:3] == ["a", 64, "25.0 ± 7.1"]  # the -1 of seed 3 is not a value
+    assert rows[1][2] == "30.0 ± 20.0"
+    assert rows[2][2] == "-5.0 ± 21.2"  # seeds 1 and 2 only: -20 and +10 points
