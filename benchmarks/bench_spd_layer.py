@@ -5,11 +5,17 @@ Part A: space-to-depth (s=2) forward, and forward plus backward, at (1, 64, 160,
 default: the plain torch reference (slicing + cat), the compiled kernel of `spd_yolo.fast_spd`, and
 ``pixel_unshuffle`` (another channel order, for comparison), each as a ratio to one contiguous copy of the input
 (``x.clone()``; forward plus backward: two copies, of the input and of the output gradient). All variants run in
-turn within each round; medians over rounds.
+turn within each round (rotating order; a fast variant runs back to back for at least 50 ms per round and counts
+its mean time per call); medians over rounds, and the median of the per-round ratios ("paired").
 
 Part B: the SPD layers' share of yolov5n-SPD's time, reference vs fast: a training step's forward and backward
 (batch 8, 320x320, output summed) and a fused batch-1 640x640 inference forward. The whole model is timed with the
 fast path off and on (interleaved); the SPD layers alone are timed on the exact shapes the model feeds them.
+
+Allocation: by default (``--alloc steady``, Linux/glibc) the script restarts itself with malloc thresholds that
+keep freed buffers mapped, so that neither the copy nor any variant pays fresh page faults for its output (which
+otherwise dominate at these sizes and vary with the allocator's history); ``--alloc system`` measures with the
+allocator's defaults.
 
 Usage:
     .venv/bin/python benchmarks/bench_spd_layer.py                  # defaults: 2 threads, ~3 min
@@ -19,6 +25,7 @@ Usage:
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -35,12 +42,15 @@ def parse_args(argv: list[str] | None = None):
                         help=f"tensor shape, repeatable (default: {' and '.join(DEFAULT_SHAPES)})")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:i]; the fast kernel is CPU-only")
     parser.add_argument("--no-model", action="store_true", help="skip part B (the share of a whole model)")
+    parser.add_argument("--alloc", choices=("steady", "system"), default="steady",
+                        help="steady (default, Linux/glibc): malloc keeps freed buffers, so no variant pays fresh "
+                             "page faults and the ratios compare memory traffic; system: the allocator's defaults")
     args = parser.parse_args(argv)
     common.check_common(parser, args)
     args.shapes = [_parse_shape(parser, s) for s in (args.shape or DEFAULT_SHAPES)]
     if args.device != "cpu" and not args.device.startswith("cuda"):
         parser.error(f"--device must be cpu or cuda[:i], got '{args.device}'")
-    args.repeats = args.repeats or (3 if args.quick else 15)
+    args.repeats = args.repeats or (4 if args.quick else 16)  # multiples of the 4 variants (order rotates)
     return parser, args
 
 
@@ -105,7 +115,7 @@ def bench_layer(shape, device: str, repeats: int) -> list[dict]:
     fwd, both = layer_variants(x, g, device)
     rows = []
     for label, variants in (("forward", fwd), ("forward+backward", both)):
-        times = common.interleaved(variants, repeats, warmup=2)
+        times = common.interleaved(variants, repeats, warmup=2, min_sample_s=0.05)
         for name, t in times.items():
             by_medians, paired = common.ratio_of_medians_and_median_ratio(t, times["copy"])
             rows.append({"shape": list(shape), "pass": label, "variant": name, "ms": 1e3 * common.median(t),
@@ -178,7 +188,8 @@ def bench_model_share(repeats: int, quick: bool) -> list[dict]:
 
     settings = (("train fwd+bwd, batch 8, 320", 8, 320, True), ("inference fwd (fused), batch 1, 640", 1, 640, False))
     if quick:
-        settings = (("train fwd+bwd, batch 2, 128", 2, 128, True), ("inference fwd (fused), batch 1, 128", 1, 128, False))
+        settings = (("train fwd+bwd, batch 2, 128", 2, 128, True),
+                    ("inference fwd (fused), batch 1, 128", 1, 128, False))
     rows = []
     for label, batch, size, train in settings:
         model = build_model("yolov5n-SPD", nc=80)
@@ -221,8 +232,26 @@ def share_table(rows: list[dict]) -> str:
     return common.markdown_table(("yolov5n-SPD", "SPD path", "model median ms", "SPD layers ms", "SPD share"), body)
 
 
+# glibc reads these at start-up: buffers of any size come from the heap and stay mapped once freed.
+_STEADY_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(2**40), "MALLOC_TRIM_THRESHOLD_": str(2**40), "MALLOC_TOP_PAD_": "0"}
+
+
+def _reexec_with_steady_malloc() -> None:
+    """Restart this script with `_STEADY_MALLOC` in the environment (glibc only; a no-op once they are set)."""
+    import platform
+
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return
+    if all(os.environ.get(k) == v for k, v in _STEADY_MALLOC.items()):
+        return
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **_STEADY_MALLOC})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser, args = parse_args(argv)
+    if args.alloc == "steady" and argv is None:
+        _reexec_with_steady_malloc()
     common.set_threads(args.threads)
     import torch
 
@@ -238,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     for shape in args.shapes:
         rows += bench_layer(shape, args.device, args.repeats)
         print(f"measured {shape}", file=sys.stderr, flush=True)
-    text = f"SPD layer vs a contiguous copy ({args.device}, fp32, median of {args.repeats} interleaved rounds):\n\n"
+    text = (f"SPD layer vs a contiguous copy ({args.device}, fp32, median of {args.repeats} interleaved rounds of at "
+            f"least 50 ms per variant; allocation: {args.alloc}):\n\n")
     text += layer_table(rows)
     print(text, flush=True)
     share = []
@@ -248,7 +278,10 @@ def main(argv: list[str] | None = None) -> int:
         part_b += share_table(share)
         print(part_b, flush=True)
         text += part_b
-    data = {"environment": env, "fast_kernel": fast_note, "layer": rows, "model_share": share}
+    env["load_average_at_end"] = common.load_average()
+    text += f"\n\nload average at end: {env['load_average_at_end']}"
+    print(f"\nload average at end: {env['load_average_at_end']}", flush=True)
+    data = {"environment": env, "alloc": args.alloc, "fast_kernel": fast_note, "layer": rows, "model_share": share}
     common.write_results(args.out, data, common.environment_lines(env) + "\n\n" + text)
     return 0
 

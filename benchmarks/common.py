@@ -76,20 +76,33 @@ def set_threads(n: int) -> None:
 # Timing.
 
 
-def interleaved(variants: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
-    """Run each variant once per round, in turn, for `warmup` + `repeats` rounds; seconds of the timed rounds.
+def interleaved(
+    variants: dict[str, Callable[[], object]], repeats: int, warmup: int = 1, min_sample_s: float = 0.0
+) -> dict[str, list[float]]:
+    """Run each variant in turn, round after round, for `warmup` + `repeats` rounds; seconds per call, per round.
 
     Interleaving puts the compared variants under the same load, so their ratios hold on a shared machine even
-    when absolute times drift.
+    when absolute times drift. The order rotates from round to round, so no variant always runs right after the
+    same other one (whose leftovers in the caches would otherwise favour or penalise it). With `min_sample_s`, a
+    variant faster than that runs several times back to back per round (the count set from the warmup rounds) and
+    its time per call is the mean over them: one descheduling of a thread then cannot dominate a sample of a
+    sub-millisecond operation.
     """
-    times: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    calls = dict.fromkeys(names, 1)
     for round_ in range(warmup + repeats):
-        for name, fn in variants.items():
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            fn, n = variants[name], calls[name]
             start = time.perf_counter()
-            fn()
-            elapsed = time.perf_counter() - start
+            for _ in range(n):
+                fn()
+            per_call = (time.perf_counter() - start) / n
             if round_ >= warmup:
-                times[name].append(elapsed)
+                times[name].append(per_call)
+            elif min_sample_s > 0:
+                calls[name] = max(calls[name], min(1000, int(min_sample_s / max(per_call, 1e-9)) + 1))
     return times
 
 
@@ -128,6 +141,15 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _interpreter() -> str:
+    """The Python that runs us, relative to the working directory when inside it (e.g. .venv/bin/python)."""
+    with contextlib.suppress(ValueError):
+        rel = os.path.relpath(sys.executable)
+        if not rel.startswith(".."):
+            return rel
+    return sys.executable
+
+
 def environment(threads: int) -> dict:
     """Machine, versions, threads and the exact command line, for the record."""
     import torch
@@ -140,14 +162,26 @@ def environment(threads: int) -> dict:
         "cpu": cpu_model(),
         "logical_cpus": os.cpu_count(),
         "threads": threads,
+        "load_average_at_start": load_average(),
         "versions": versions,
-        "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]),
+        "command": " ".join(shlex.quote(a) for a in [_interpreter(), *sys.argv]),
     }
 
 
+def load_average() -> str:
+    """The 1/5/15-minute load averages ('' where unknown): other work on a shared machine skews timings."""
+    with contextlib.suppress(OSError, AttributeError):
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    return ""
+
+
 def environment_lines(env: dict) -> str:
+    """Three lines: machine and threads, versions, command (plus the load average at start)."""
     v = ", ".join(f"{k} {val}" for k, val in env["versions"].items())
-    return f"machine: {env['cpu']}, {env['logical_cpus']} logical CPUs; threads: {env['threads']}\nversions: {v}\ncommand: {env['command']}"
+    return (
+        f"machine: {env['cpu']}, {env['logical_cpus']} logical CPUs; threads: {env['threads']}; "
+        f"load average at start: {env['load_average_at_start']}\nversions: {v}\ncommand: {env['command']}"
+    )
 
 
 def write_results(path: Path | None, data: dict, markdown: str) -> None:

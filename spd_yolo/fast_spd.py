@@ -9,7 +9,7 @@ bit-identical to the reference for every dtype of 1, 2, 4 or 8 bytes, in forward
 inverse scatter, itself differentiable, so double backward works too).
 
 When is the fast path used? `usable(x)` says yes only for: block size 2, a 4-D CPU tensor (plain ``torch.Tensor``
-or ``nn.Parameter``, strided layout, not quantized, no conj/neg bit) of even H and W, contiguous in NCHW or in
+or ``nn.Parameter``, strided layout, not quantized, not complex) of even H and W, contiguous in NCHW or in
 channels-last (NHWC) memory format, while not tracing, scripting, exporting (ONNX or torch.export), compiling
 (``torch.compile``) or inside a functorch transform (vmap, grad), when the kernel built and passed its self-check,
 and unless ``SPD_YOLO_FAST_SPD=0`` (or ``false``/``off``/``no``) is set. Everything else takes the reference, so
@@ -60,8 +60,9 @@ _C_SOURCE = r"""
 static void nchw_##NAME(T *restrict x, T *restrict y, int64_t c, int64_t h2, int64_t w2, int inverse,      \
                         int64_t begin, int64_t end) {                                                       \
     const int64_t plane = h2 * w2, blk = c * plane;                                                         \
+    int64_t p = begin / h2, r = begin - p * h2; /* plane (b*C + ch) and output row; no division per row */  \
+    int64_t b = p / c, ch = p - b * c;                                                                      \
     for (int64_t t = begin; t < end; ++t) {                                                                 \
-        const int64_t p = t / h2, r = t - p * h2, b = p / c, ch = p - b * c;                                \
         T *restrict r0 = x + (p * 2 * h2 + 2 * r) * (2 * w2);                                               \
         T *restrict r1 = r0 + 2 * w2;                                                                       \
         T *restrict o0 = y + (b * 4 * c + ch) * plane + r * w2;                                             \
@@ -75,6 +76,7 @@ static void nchw_##NAME(T *restrict x, T *restrict y, int64_t c, int64_t h2, int
             for (int64_t q = 0; q < w2; ++q) { r0[2 * q] = F(o0[q]); r0[2 * q + 1] = F(o2[q]); }            \
             for (int64_t q = 0; q < w2; ++q) { r1[2 * q] = F(o1[q]); r1[2 * q + 1] = F(o3[q]); }            \
         }                                                                                                   \
+        if (++r == h2) { r = 0; ++p; if (++ch == c) { ch = 0; ++b; } }                                      \
     }                                                                                                       \
 }                                                                                                           \
 static void nhwc_##NAME(T *restrict x, T *restrict y, int64_t c, int64_t h2, int64_t w2, int inverse,      \
@@ -149,11 +151,23 @@ int spd_yolo_s2d(void *x, void *y, int64_t b, int64_t c, int64_t h2, int64_t w2,
 }
 """
 
-# Tried in order; the first that compiles and loads wins. OpenMP shares torch's thread pool (same libgomp soname).
-_FLAG_SETS = (
-    ["-O3", "-std=c99", "-shared", "-fPIC", "-fopenmp"],
-    ["-O3", "-std=c99", "-shared", "-fPIC"],
-)
+_SERIAL_FLAGS = ["-O3", "-std=c99", "-shared", "-fPIC"]
+_OPENMP_FLAGS = [*_SERIAL_FLAGS, "-fopenmp"]
+
+
+def _flag_sets() -> list[list[str]]:
+    """Compiler flags to try in order; the first build that compiles and loads wins.
+
+    With OpenMP only where torch has already loaded GNU libgomp: the kernel's libgomp.so.1 then resolves to that same
+    library, so it shares torch's thread pool. Elsewhere (no libgomp in the process, e.g. an Intel-OpenMP torch or
+    macOS) a second OpenMP runtime would compete with torch's threads, so the kernel is built serial.
+    """
+    try:
+        with open("/proc/self/maps") as f:
+            has_gomp = "libgomp" in f.read()
+    except OSError:
+        has_gomp = False
+    return [_OPENMP_FLAGS, _SERIAL_FLAGS] if has_gomp else [_SERIAL_FLAGS]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -219,9 +233,10 @@ def _build() -> tuple[Optional[object], str]:
     if cc is None:
         return None, "no C compiler found (set CC, or install cc/gcc/clang)"
     errors = []
-    for flags in _FLAG_SETS:
+    for flags in _flag_sets():
         name = _library_name(cc, flags)
-        for folder in (_cache_dir(), Path(tempfile.gettempdir()) / f"spd_yolo-{os.getuid() if hasattr(os, 'getuid') else 'u'}"):
+        user = os.getuid() if hasattr(os, "getuid") else "user"
+        for folder in (_cache_dir(), Path(tempfile.gettempdir()) / f"spd_yolo-{user}"):
             path = folder / name
             try:
                 if not path.is_file():
@@ -260,6 +275,10 @@ def _self_check(fn) -> bool:
             want = _reference(xi)
             if not (torch.equal(_run(fn, xi, inverse=False), want) and torch.equal(_run(fn, want, inverse=True), xi)):
                 return False
+    for dtype in _GRAD_KIND:  # gradient mode: -0.0 becomes +0.0, every other value moves unchanged
+        g = torch.tensor([-0.0, 1.5, -2.0, 0.0] * 8, dtype=dtype).reshape(1, 8, 2, 2)
+        if torch.signbit(_run(fn, g, inverse=True, as_gradient=True)).sum() != 8:
+            return False
     return True
 
 
@@ -289,7 +308,8 @@ def forced_off() -> bool:
 
 @contextlib.contextmanager
 def enabled(flag: bool) -> Iterator[None]:
-    """Context manager: ``with enabled(False):`` runs the reference (True: automatic choice), this process only."""
+    """``with enabled(False):`` forces the reference; ``enabled(True)`` the automatic choice even if the environment
+    variable says 0. This process only."""
     old, _OVERRIDE[0] = _OVERRIDE[0], bool(flag)
     try:
         yield
@@ -312,23 +332,26 @@ def _reference_inverse(y: torch.Tensor) -> torch.Tensor:
     return y.reshape(b, 2, 2, c4 // 4, h, w).permute(0, 3, 4, 2, 5, 1).reshape(b, c4 // 4, 2 * h, 2 * w)
 
 
-def _flag(owner: object, name: str) -> bool:
-    """Call the predicate `owner.name()` if this torch version has it (older versions lack some)."""
-    fn = getattr(owner, name, None)
-    return bool(fn()) if fn is not None else False
+def _compiler_flag(name: str):
+    """torch.compiler.<name> where this torch version has it, else a function returning False."""
+    return getattr(getattr(torch, "compiler", None), name, None) or (lambda: False)
+
+
+_IS_COMPILING, _IS_EXPORTING = _compiler_flag("is_compiling"), _compiler_flag("is_exporting")
+_IS_ONNX_EXPORT = getattr(torch.onnx, "is_in_onnx_export", lambda: False)
+_FUNCTORCH_LEVEL = getattr(getattr(torch._C, "_functorch", None), "maybe_current_level", lambda: None)
+_FORWARD_AD = torch.autograd.forward_ad
 
 
 def _in_graph_capture() -> bool:
     """Forward AD, tracing, scripting, ONNX export, torch.export, torch.compile, functorch: keep plain ops."""
-    functorch = getattr(torch._C, "_functorch", None)
-    return (
-        _flag(torch.compiler, "is_compiling")
-        or _flag(torch.compiler, "is_exporting")
+    return bool(
+        _IS_COMPILING()
+        or _IS_EXPORTING()
         or torch.jit.is_tracing()
-        or torch.jit.is_scripting()
-        or _flag(torch.onnx, "is_in_onnx_export")
-        or getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0  # forward-mode AD: dual tensors
-        or (functorch is not None and getattr(functorch, "maybe_current_level", lambda: None)() is not None)
+        or _IS_ONNX_EXPORT()
+        or _FUNCTORCH_LEVEL() is not None  # vmap, grad, jacrev, ...
+        or getattr(_FORWARD_AD, "_current_level", -1) >= 0  # forward-mode AD: dual tensors
     )
 
 
@@ -341,39 +364,49 @@ def _layout(x: torch.Tensor) -> Optional[bool]:
     return None
 
 
-def _kernel_can_read(x: torch.Tensor) -> bool:
-    """A plain 4-D CPU tensor the kernel reads as raw bytes (any even/odd size), outside graph capture."""
-    if _in_graph_capture() or type(x) not in (torch.Tensor, torch.nn.Parameter) or forced_off():
+def _kernel_can_read(x: torch.Tensor, even: bool) -> bool:
+    """A plain 4-D CPU tensor the kernel reads as raw bytes (of even H and W if `even`), outside graph capture."""
+    if _in_graph_capture() or type(x) not in _PLAIN or forced_off():
+        return False  # graph capture first: under tracing, even reading the shape would warn
+    if x.dim() != 4 or not x.is_cpu or x.layout != torch.strided or x.is_quantized or x.is_complex() or x.is_neg():
         return False
-    if x.dim() != 4 or x.device.type != "cpu" or x.layout != torch.strided or x.is_quantized:
+    if (even and (x.shape[2] % 2 or x.shape[3] % 2)) or x.element_size() not in (1, 2, 4, 8):
         return False
-    if x.element_size() not in (1, 2, 4, 8) or x.is_conj() or x.is_neg() or _layout(x) is None:
-        return False
-    return _kernel() is not None
+    return _layout(x) is not None and _kernel() is not None
+
+
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
 
 
 def usable(x: torch.Tensor, s: int = 2) -> bool:
     """Whether the fast kernel may compute space_to_depth(x, s) (see the module docstring for the rules)."""
-    return s == 2 and x.dim() == 4 and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0 and _kernel_can_read(x)
+    return s == 2 and _kernel_can_read(x, even=True)
 
 
 def _threads(numel: int) -> int:
     return max(1, min(torch.get_num_threads(), numel // _GRAIN))
 
 
-def _run(fn, x: torch.Tensor, inverse: bool) -> torch.Tensor:
-    """Call the kernel: (B, C, H, W) -> (B, 4C, H/2, W/2), or back when `inverse`. Keeps x's memory format."""
-    cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    fmt = torch.channels_last if cl else torch.contiguous_format
+_GRAD_KIND = {torch.float32: 1, torch.float64: 2, torch.float16: 3, torch.bfloat16: 3}
+
+
+def _run(fn, x: torch.Tensor, inverse: bool, as_gradient: bool = False) -> torch.Tensor:
+    """Call the kernel: (B, C, H, W) -> (B, 4C, H/2, W/2), or back when `inverse`. Keeps x's memory format.
+
+    `as_gradient` computes what the reference's backward computes: the values "+ 0" (-0.0 becomes +0.0), since
+    autograd sums the four zero-padded slice gradients there; a plain move otherwise.
+    """
+    cl = _layout(x)
     b, c, h, w = x.shape
     shape = (b, c // 4, h * 2, w * 2) if inverse else (b, c * 4, h // 2, w // 2)
-    out = torch.empty(shape, dtype=x.dtype, memory_format=fmt)
+    out = torch.empty(shape, dtype=x.dtype, memory_format=torch.channels_last if cl else torch.contiguous_format)
     if x.numel():
         full, small = (out, x) if inverse else (x, out)
+        kind = _GRAD_KIND.get(x.dtype, 0) if as_gradient else 0
         rc = fn(full.data_ptr(), small.data_ptr(), b, full.shape[1], small.shape[2], small.shape[3],
-                x.element_size(), int(cl), int(inverse), _threads(x.numel()))
+                x.element_size(), kind, int(cl), int(inverse), _threads(x.numel()))
         if rc:
-            raise RuntimeError(f"fast SPD kernel refused a tensor with element size {x.element_size()}")
+            raise RuntimeError(f"fast SPD kernel refused dtype {x.dtype} (element size {x.element_size()})")
     return out
 
 
@@ -386,15 +419,15 @@ class _SpaceToDepth(torch.autograd.Function):
     """Fast space-to-depth with autograd; its backward is the fast inverse (itself differentiable)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        return _run(_kernel(), x, inverse=False)
+    def forward(ctx, x: torch.Tensor, as_gradient: bool) -> torch.Tensor:
+        return _run(_kernel(), x, inverse=False, as_gradient=as_gradient)
 
     @staticmethod
-    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
-        return _apply(_DepthToSpace, _prepare_grad(g))
+    def backward(ctx, g: torch.Tensor):
+        return _apply(_DepthToSpace, _prepare_grad(g), as_gradient=True), None
 
     @staticmethod
-    def jvp(ctx, t: torch.Tensor) -> torch.Tensor:
+    def jvp(ctx, t: torch.Tensor, _) -> torch.Tensor:
         return _reference(t)
 
 
@@ -402,23 +435,23 @@ class _DepthToSpace(torch.autograd.Function):
     """Inverse of `_SpaceToDepth` ((B, 4C, h, w) -> (B, C, 2h, 2w)); its backward is the fast space-to-depth."""
 
     @staticmethod
-    def forward(ctx, y: torch.Tensor) -> torch.Tensor:
-        return _run(_kernel(), y, inverse=True)
+    def forward(ctx, y: torch.Tensor, as_gradient: bool) -> torch.Tensor:
+        return _run(_kernel(), y, inverse=True, as_gradient=as_gradient)
 
     @staticmethod
-    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
-        return _apply(_SpaceToDepth, _prepare_grad(g))
+    def backward(ctx, g: torch.Tensor):
+        return _apply(_SpaceToDepth, _prepare_grad(g), as_gradient=True), None
 
     @staticmethod
-    def jvp(ctx, t: torch.Tensor) -> torch.Tensor:
+    def jvp(ctx, t: torch.Tensor, _) -> torch.Tensor:
         return _reference_inverse(t)
 
 
-def _apply(fn: type, x: torch.Tensor) -> torch.Tensor:
+def _apply(fn: type, x: torch.Tensor, as_gradient: bool = False) -> torch.Tensor:
     """Through autograd only when a graph is recorded; else straight to the kernel (less overhead)."""
     if torch.is_grad_enabled() and x.requires_grad:
-        return fn.apply(x)
-    return _run(_kernel(), x, inverse=fn is _DepthToSpace)
+        return fn.apply(x, as_gradient)
+    return _run(_kernel(), x, inverse=fn is _DepthToSpace, as_gradient=as_gradient)
 
 
 def space_to_depth(x: torch.Tensor) -> torch.Tensor:
@@ -427,7 +460,7 @@ def space_to_depth(x: torch.Tensor) -> torch.Tensor:
 
 
 def depth_to_space(y: torch.Tensor) -> torch.Tensor:
-    """Fast inverse, (B, 4C, h, w) -> (B, C, 2h, 2w) in the same channel order; the reference where not `usable`."""
+    """Fast inverse, (B, 4C, h, w) -> (B, C, 2h, 2w) in the same channel order; the reference where not usable."""
     if y.dim() != 4 or y.shape[1] % 4:
         raise ValueError(f"depth_to_space needs a (B, 4C, h, w) tensor, got shape {tuple(y.shape)}")
-    return _apply(_DepthToSpace, y) if _kernel_can_read(y) else _reference_inverse(y)
+    return _apply(_DepthToSpace, y) if _kernel_can_read(y, even=False) else _reference_inverse(y)

@@ -87,7 +87,13 @@ def test_backward_bit_identical(shape, dtype, channels_last, kernel_calls, rng):
         out.backward(g)
         grads.append((out, leaf.grad))
     assert same_bits(grads[0][0], grads[1][0])
-    assert same_bits(grads[0][1], grads[1][1])
+    fast, ref = grads[0][1], grads[1][1]
+    if dtype in (torch.float16, torch.bfloat16):
+        # NaN stays NaN, but its payload in the reference depends on which (vector/scalar) add path ran: compare
+        # the NaN positions, and every other value bit for bit (signed zeros included)
+        assert torch.equal(fast.isnan(), ref.isnan())
+        fast, ref = fast.masked_fill(fast.isnan(), 1.0), ref.masked_fill(ref.isnan(), 1.0)
+    assert same_bits(fast, ref)
     assert len(kernel_calls) == 2  # forward and backward both went through the kernel
 
 
@@ -219,11 +225,11 @@ def test_whole_model_unchanged_fast_on_vs_off(kernel_calls, rng):
             with torch.no_grad():
                 pred = model.eval()(x)
         pred = pred[0] if isinstance(pred, (tuple, list)) else pred
-        results.append((loss.detach(), pred, [p.grad.clone() for p in model.parameters()]))
+        results.append((loss.detach(), pred, [p.grad for p in model.parameters() if p.grad is not None]))
     assert len(kernel_calls) > 0
     (l0, p0, g0), (l1, p1, g1) = results
     assert same_bits(l0, l1) and same_bits(p0, p1)
-    assert all(same_bits(a, b) for a, b in zip(g0, g1))
+    assert len(g0) == len(g1) > 100 and all(same_bits(a, b) for a, b in zip(g0, g1))
 
 
 def test_build_cache_and_missing_compiler(kernel, monkeypatch, tmp_path):
@@ -258,3 +264,62 @@ def test_serialized_modules_unchanged(kernel, rng):
     buf.seek(0)
     m = torch.load(buf, weights_only=False)
     assert set(m.state_dict()) == set(SPDConv(3, 4).state_dict())
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The benchmark scripts (benchmarks/) reject bad input before any work and write result files atomically.
+
+
+def _bench_module(name: str):
+    """Import benchmarks/<name>.py (a script folder, not a package)."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    folder = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module(name)
+
+
+@pytest.mark.parametrize(
+    "script,argv,message",
+    [
+        ("bench_models", ["--models", "yolov9z-SPD"], "unknown model 'yolov9z-SPD'"),
+        ("bench_models", ["--models", "yolov5n"], "unknown model 'yolov5n'"),
+        ("bench_models", ["--imgsz", "100"], "--imgsz must be a positive multiple of 32"),
+        ("bench_models", ["--train-imgsz", "0"], "--train-imgsz must be a positive multiple of 32"),
+        ("bench_models", ["--threads", "0"], "--threads must be an integer >= 1"),
+        ("bench_models", ["--train-batch", "0"], "--train-batch must be an integer >= 1"),
+        ("bench_models", ["--out", "results.txt"], "--out must end in .json or .md"),
+        ("bench_spd_layer", ["--threads", "-1"], "--threads must be an integer >= 1"),
+        ("bench_spd_layer", ["--shape", "1,64,150,160"], "must be a positive multiple of 32"),
+        ("bench_spd_layer", ["--shape", "1,64,160"], "four positive integers"),
+        ("bench_spd_layer", ["--repeats", "0"], "--repeats must be an integer >= 1"),
+        ("bench_spd_layer", ["--out", "/no/such/folder/r.json"], "does not exist"),
+    ],
+)
+def test_benchmarks_reject_bad_arguments(script, argv, message, capsys):
+    module = _bench_module(script)
+    with pytest.raises(SystemExit) as exit_info:
+        module.parse_args(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_benchmark_results_are_written_atomically(tmp_path, monkeypatch):
+    common = _bench_module("common")
+    out = tmp_path / "r.json"
+    common.write_results(out, {"a": 1}, "| a |")
+    assert out.read_text().strip().startswith("{") and sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+    def boom(*_):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(common.os, "replace", boom)
+    with pytest.raises(OSError):
+        common.write_results(tmp_path / "new.md", {}, "| b |")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # no partial or temporary file left
+    with pytest.raises(TypeError):
+        common.write_results(out, {"x": object()}, "")  # unserialisable: fails before touching the old file
+    assert out.read_text().strip().startswith("{")

@@ -1,0 +1,150 @@
+# SPD-YOLO, AGPL-3.0 license
+"""Exact inference rewrite: space-to-depth followed by a convolution as one strided convolution.
+
+SPD with block size s followed by a k x k convolution (stride 1, padding p, no groups or dilation) is the same
+function as an (s*k) x (s*k) convolution with stride s and padding s*p on the original resolution, as YOLOv5's 6x6
+stem is to ``Focus``: output block ``s*j + i`` of SPD holds ``x[..., i::s, j::s]``, so
+
+    W'[o, c, s*a + i, s*b + j] = W[o, (s*j + i) * C + c, a, b]        (C = input channels of the SPD)
+
+and zero padding of the SPD output by p is zero padding of the input by s*p. The rewrite is exact in real
+arithmetic; in floating point only the summation order changes (outputs agree to rounding).
+
+What is rewritten (`rewrite_spd`):
+- every ``SPDConv`` (SPD then ultralytics ``Conv``) becomes that ``Conv`` with the strided kernel: all strided
+  layers of yolov8-SPD / yolo11-SPD, and the stem of yolov5-SPD;
+- a ``SpaceToDepth`` layer of an ultralytics model whose output only the next layer reads, when that layer is a
+  ``Conv`` or a ``C3`` / ``C2f`` (whose input convolutions then take the strided kernel) and the SPD layer becomes
+  an identity: the four backbone SPD layers of yolov5-SPD. The two neck SPD layers of yolov5-SPD feed a ``Concat``
+  and are left as they are.
+
+Usage (inference / export only; the rewritten model is not meant for training)::
+
+    from spd_yolo.rewrite import rewrite_spd
+    fast_model, changed = rewrite_spd(model.fuse().eval())   # a rewritten copy and what was rewritten
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+from ultralytics.nn.modules.block import C2f, C3
+from ultralytics.nn.modules.conv import Conv
+
+from spd_modules import SPDConv, SpaceToDepth
+
+__all__ = ("strided_equivalent", "can_rewrite_conv", "rewrite_spd")
+
+
+def can_rewrite_conv(conv: nn.Module, s: int) -> bool:
+    """Whether SPD(s) followed by `conv` (an nn.Conv2d) has an exact single-convolution equivalent."""
+    return (
+        type(conv) is nn.Conv2d
+        and conv.stride == (1, 1)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and conv.padding_mode == "zeros"
+        and not isinstance(conv.padding, str)
+        and conv.in_channels % (s * s) == 0
+    )
+
+
+def strided_equivalent(conv: nn.Conv2d, s: int = 2) -> nn.Conv2d:
+    """The (s*kh, s*kw) stride-s convolution equal to ``conv(space_to_depth(x, s))``.
+
+    conv: weight (c2, s*s*c1, kh, kw), stride 1, padding (ph, pw) -> weight (c2, c1, s*kh, s*kw), padding (s*ph, s*pw).
+    """
+    if not can_rewrite_conv(conv, s):
+        raise ValueError(f"no exact strided equivalent of SPD(s={s}) followed by {conv}")
+    c2, c4, kh, kw = conv.weight.shape
+    c1 = c4 // (s * s)
+    # input channel (s*j + i)*c1 + c, tap (a, b) -> channel c, tap (s*a + i, s*b + j)
+    w = conv.weight.detach().reshape(c2, s, s, c1, kh, kw).permute(0, 3, 4, 2, 5, 1).reshape(c2, c1, s * kh, s * kw)
+    ph, pw = conv.padding
+    out = nn.Conv2d(c1, c2, (s * kh, s * kw), s, (s * ph, s * pw), bias=conv.bias is not None)
+    out = out.to(device=conv.weight.device, dtype=conv.weight.dtype)
+    with torch.no_grad():
+        out.weight.copy_(w)
+        if conv.bias is not None:
+            out.bias.copy_(conv.bias.detach())
+    out.weight.requires_grad_(conv.weight.requires_grad)
+    return out
+
+
+def _layer_attrs(src: nn.Module, dst: nn.Module, type_name: str) -> nn.Module:
+    """Copy the ultralytics layer bookkeeping (index, from, type, params) of `src` onto `dst`."""
+    for name in ("i", "f", "np"):
+        if hasattr(src, name):
+            setattr(dst, name, getattr(src, name))
+    if hasattr(src, "type"):
+        dst.type = type_name
+    return dst
+
+
+def _rewrite_spdconv(m: SPDConv) -> nn.Module | None:
+    """SPDConv -> its Conv with the strided kernel (BN and activation kept as they are); None if not exact."""
+    s = m.spd.s
+    if not can_rewrite_conv(m.conv.conv, s):
+        return None
+    m.conv.conv = strided_equivalent(m.conv.conv, s)
+    return _layer_attrs(m, m.conv, f"{Conv.__module__}.Conv")
+
+
+def _input_convs(layer: nn.Module) -> list[Conv] | None:
+    """The Conv modules that read `layer`'s input directly, for the layer types whose forward we know."""
+    if type(layer) is Conv or (isinstance(layer, Conv) and type(layer).forward is Conv.forward):
+        return [layer]
+    if isinstance(layer, C3) and type(layer).forward is C3.forward:
+        return [layer.cv1, layer.cv2]
+    if isinstance(layer, C2f) and type(layer).forward is C2f.forward:
+        return [layer.cv1]
+    return None
+
+
+def _fold_spd_layer(layers: nn.Sequential, i: int, save: set) -> bool:
+    """Fold SpaceToDepth layer i into layer i+1's input convolutions if only layer i+1 reads it; True if done."""
+    spd, nxt = layers[i], layers[i + 1] if i + 1 < len(layers) else None
+    if nxt is None or i in save or getattr(nxt, "f", None) != -1:
+        return False
+    convs = _input_convs(nxt)
+    if not convs or not all(isinstance(c, Conv) and can_rewrite_conv(c.conv, spd.s) for c in convs):
+        return False
+    for c in convs:
+        c.conv = strided_equivalent(c.conv, spd.s)
+    layers[i] = _layer_attrs(spd, nn.Identity(), "torch.nn.modules.linear.Identity")
+    return True
+
+
+def _replace_spdconvs(root: nn.Module) -> list[str]:
+    """Replace every SPDConv below `root` (any nesting) in place; names of those replaced."""
+    done = []
+    for name, child in list(root.named_children()):
+        if isinstance(child, SPDConv):
+            new = _rewrite_spdconv(child)
+            if new is not None:
+                setattr(root, name, new)
+                kh, kw = new.conv.kernel_size
+                done.append(f"SPDConv {name}: {kh}x{kw} stride-{child.spd.s} conv")
+                continue
+        done += [f"{name}.{d}" for d in _replace_spdconvs(child)]
+    return done
+
+
+def rewrite_spd(model: nn.Module, inplace: bool = False) -> tuple[nn.Module, list[str]]:
+    """Rewrite SPD + convolution pairs of `model` into strided convolutions (see the module docstring).
+
+    Returns (model, descriptions of the rewritten layers). Works on fused and unfused models; a copy unless
+    `inplace`. Meant for inference and export: outputs equal the original's up to floating-point rounding.
+    """
+    model = model if inplace else copy.deepcopy(model)
+    layers = getattr(model, "model", None)
+    done = []
+    if isinstance(layers, nn.Sequential):
+        save = set(getattr(model, "save", ()))
+        for i, layer in enumerate(layers):
+            if type(layer) is SpaceToDepth and _fold_spd_layer(layers, i, save):
+                done.append(f"SpaceToDepth {i} folded into layer {i + 1} ({type(layers[i + 1]).__name__})")
+    done += _replace_spdconvs(model)
+    return model, done
