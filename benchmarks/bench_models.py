@@ -9,19 +9,21 @@ For each pair (default: yolov5n-SPD vs yolov5n, yolov5s-SPD vs yolov5s, yolo11n-
   the fast SPD kernel off ("SPD, reference layer") and with the exact strided rewrite (`spd_yolo.rewrite`);
 - training throughput: forward, the real ultralytics detection loss (``model.loss(batch)`` on random images and 4
   random boxes per image), backward and an SGD step, batch --train-batch (8) at --train-imgsz (320);
-- peak memory of a training step: max RSS of a fresh subprocess per model, above its RSS before the first step.
+- peak memory of a training step: peak RSS of a fresh subprocess per model over two steps (Linux VmHWM), above
+  its RSS before the first step.
 
 The SPD and stock variants run in turn within each round (ratios measured side by side); medians over rounds.
 `--profile` adds a per-layer time table (unfused and fused) and torch.profiler's top operators for the first pair.
 
 Usage:
-    .venv/bin/python benchmarks/bench_models.py                       # defaults: 2 threads, about 5 min
+    .venv/bin/python benchmarks/bench_models.py                       # defaults: 2 threads, ~5 min on an idle machine
     .venv/bin/python benchmarks/bench_models.py --models yolov5n-SPD --profile
     .venv/bin/python benchmarks/bench_models.py --quick               # smoke test
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
 import json
@@ -30,6 +32,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -49,7 +52,7 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--train-batch", type=int, default=None, help="training batch size (default 8; --quick 2)")
     parser.add_argument("--skip", nargs="+", default=[], choices=SKIPPABLE, help="parts to leave out")
     parser.add_argument("--profile", action="store_true", help="per-layer times and top operators, first pair")
-    parser.add_argument("--memory-probe", default=None, help=argparse_suppress())
+    parser.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)  # internal: one model, fresh process
     args = parser.parse_args(argv)
     common.check_common(parser, args)
     from spd_yolo import available_models
@@ -68,15 +71,9 @@ def parse_args(argv: list[str] | None = None):
     common.check_size(parser, "--train-imgsz", args.train_imgsz)
     if args.train_batch < 1:
         parser.error(f"--train-batch must be an integer >= 1, got {args.train_batch}")
-    args.repeats = args.repeats or (2 if args.quick else 7)
+    args.repeats = args.repeats or (2 if args.quick else 5)
     args.train_repeats = max(2 if args.quick else 3, args.repeats // 2)
     return parser, args
-
-
-def argparse_suppress():
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 def stock(name: str) -> str:
@@ -309,13 +306,18 @@ def bench_pair(spd_name: str, args, folder: Path) -> dict:
     res = {"spd": spd_name, "stock": stock_name.removesuffix(".yaml"),
            "params": [s_spd.params, s_stock.params], "gflops": [s_spd.gflops, s_stock.gflops],
            "gflops_ratio": s_spd.gflops / s_stock.gflops if s_stock.gflops else float("nan")}
+    start = time.perf_counter()
+
+    def done(part: str) -> None:
+        print(f"  {part} done ({spd_name}, {time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+
     variants = torch_variants(spd_name, args.skip, args.imgsz)
     res["latency"] = latency_rows(common.interleaved(variants, args.repeats, warmup=1))
-    print(f"  torch latency done ({spd_name})", file=sys.stderr, flush=True)
+    done("torch latency")
     if "onnx" not in args.skip:
         variants = onnx_variants(spd_name, args.skip, args.imgsz, args.threads, folder)
         res["latency"].update(latency_rows(common.interleaved(variants, args.repeats, warmup=1)))
-        print(f"  ONNX Runtime latency done ({spd_name})", file=sys.stderr, flush=True)
+        done("ONNX Runtime latency")
     if "train" not in args.skip:
         steps = {"SPD": training_setup(spd_name, args.train_batch, args.train_imgsz),
                  "stock": training_setup(stock_name, args.train_batch, args.train_imgsz)}
@@ -323,9 +325,10 @@ def bench_pair(spd_name: str, args, folder: Path) -> dict:
         res["train"] = {"images_per_s": [args.train_batch / common.median(t["SPD"]),
                                          args.train_batch / common.median(t["stock"])],
                         "time_ratio": common.median([a / b for a, b in zip(t["SPD"], t["stock"])])}
-        print(f"  training throughput done ({spd_name})", file=sys.stderr, flush=True)
+        done("training throughput")
     if "memory" not in args.skip:
         res["memory"] = [run_memory_probe(spd_name, args), run_memory_probe(stock_name, args)]
+        done("memory")
     return res
 
 

@@ -3,7 +3,7 @@
 
 The plain torch version (`spd_modules.space_to_depth_reference`: four strided slices and ``torch.cat``) stays the
 reference and the fallback. This module compiles a ~100-line C kernel with the system C compiler on first use
-(well under a second, no torch headers, no ninja), caches the shared library under the user cache directory and
+(under a second, no torch headers, no ninja), caches the shared library under the user cache directory and
 calls it through ``ctypes`` (the GIL is released during the call). The kernel only moves bytes, so its output is
 bit-identical to the reference for every dtype of 1, 2, 4 or 8 bytes, in forward and backward (its backward is the
 inverse scatter, itself differentiable, so double backward works too).
