@@ -34,13 +34,27 @@ _SCALED = re.compile(r"(\d+)([nslmx])(.+)?$")  # ultralytics' rule: yolov5s-SPD 
 
 
 @lru_cache(maxsize=None)
-def available_models() -> tuple[str, ...]:
-    """Every model name we ship, e.g. ('yolov5n-SPD', ..., 'yolo11x-SPD'): one per family YAML and scale."""
+def available_models(task: str | None = "detect") -> tuple[str, ...]:
+    """Every model name we ship for `task`.
+
+    'detect' (default): ('yolov5n-SPD', ..., 'yolo11x-SPD'), one per family YAML and scale. 'classify': the ResNets
+    for small inputs, ('resnet18', 'resnet18-SPD', 'resnet50', 'resnet50-SPD') (stock ones included: they are ours,
+    the CIFAR-style baselines). None: both, detectors first.
+    """
+    from ultralytics.nn.tasks import guess_model_task
+
+    if task is None:
+        return available_models("detect") + available_models("classify")
     names = []
     for path in sorted(CONFIG_DIR.glob("*.yaml"), key=lambda p: (int(re.search(r"\d+", p.stem).group()), p.stem)):
-        scales = (yaml.safe_load(path.read_text()) or {}).get("scales") or {}
+        cfg = yaml.safe_load(path.read_text()) or {}
+        if (guess_model_task(cfg) == "classify") != (task == "classify"):
+            continue
+        scales = cfg.get("scales") or {}
         for scale in scales:
             names.append(re.sub(r"(\d+)(-|$)", rf"\g<1>{scale}\2", path.stem, count=1))
+        if not scales:  # one model per file (the classification ResNets)
+            names.append(path.stem)
     return tuple(names)
 
 
@@ -59,11 +73,11 @@ def resolve_model_cfg(model: str | Path) -> str:
     stem = path.stem if path.suffix else path.name
     unified = _SCALED.sub(r"\1\3", stem)
     family = CONFIG_DIR / f"{unified}.yaml"
-    if family.is_file() and (stem == unified or stem in available_models()):
+    if family.is_file() and (stem == unified or stem in available_models(None)):
         return str(CONFIG_DIR / f"{stem}.yaml")
     if "-spd" in stem.lower():
         raise SPDConfigError(
-            f"unknown SPD model '{text}'. Available: {', '.join(available_models())} "
+            f"unknown SPD model '{text}'. Available: {', '.join(available_models(None))} "
             f"(bare names, with or without .yaml), or a path to a model YAML"
         )
     return text
@@ -79,7 +93,9 @@ def load_model_yaml(model: str | Path) -> dict:
     try:
         d = tasks.yaml_model_load(path)
     except FileNotFoundError:
-        raise SPDConfigError(f"model YAML {model} not found (give a path or one of {', '.join(available_models())})") from None
+        raise SPDConfigError(
+            f"model YAML {model} not found (give a path or one of {', '.join(available_models(None))})"
+        ) from None
     except (yaml.YAMLError, TypeError, AttributeError, ValueError) as e:  # bad syntax, or e.g. a list, not a mapping
         raise SPDConfigError(f"{path}: cannot be read as a model YAML (a mapping with nc, backbone, head): {e}") from None
     check_model_dict(d)
@@ -122,15 +138,25 @@ def build_model(model: str | Path | dict = "yolov5n-SPD", nc: int | None = None,
 
 def probe_forward(model, source) -> None:
     """Run one forward pass at 256x256 where ultralytics did not (its stride probe covers detection heads only), so a
-    model that builds but cannot run (e.g. a repeated head, mismatched concatenation) fails now, naming its YAML."""
+    model that builds but cannot run (e.g. a repeated head, mismatched concatenation) fails now, naming its YAML.
+    A classifier that runs at 64x64 passes without the 256x256 pass (a ResNet50 needs seconds for it on a CPU)."""
     import torch
-    from ultralytics.nn.modules import Detect
+    from ultralytics.nn.modules import Classify, Detect
 
     if isinstance(model.model[-1], Detect):
         return  # already run by ultralytics to find the strides
     ch = int(getattr(model, "yaml", {}).get("channels", 3))
+    training = model.training
+    if isinstance(model.model[-1], Classify):  # classifiers (e.g. ResNet50, 4 GFLOPs at 32) first try a cheap 64x64
+        try:
+            with torch.no_grad():
+                model.eval()(torch.zeros(1, ch, 64, 64))
+            return
+        except Exception:
+            pass  # judged at 256x256 below, as any other model
+        finally:
+            model.train(training)
     with build_errors(source, what="builds but cannot run a 256x256 input"), torch.no_grad():
-        training = model.training
         model.eval()(torch.zeros(1, ch, 256, 256))
         model.train(training)
 

@@ -9,6 +9,8 @@ ours, the stock parser builds the whole model, and the surrogate layers are then
   divisible by 8 and capped by max_channels, as for every ``Conv``. Built as ``SPDConv(ch[f], c2, k, s, ...)``.
 - ``SpaceToDepth [s]`` -> ``Concat`` of ``s*s`` copies of the input: output channels ``s*s*ch[f]``.
 - ``space_to_depth [dimension]`` (the paper authors' row; dimension unused) -> as ``SpaceToDepth [2]``.
+- ``ResNetStem [c2, k, spd]`` and ``ResNetStage [c2, n, s, bottleneck, spd]`` (the classification ResNets for small
+  inputs) -> ``Conv [c2]`` as SPDConv; built as ``ResNetStem(ch[f], c2, ...)`` / ``ResNetStage(ch[f], c2, ...)``.
 
 Stock YAMLs never reach that path and build exactly as without the plugin. `register()` patches three points of
 ultralytics and is idempotent: ``tasks.parse_model`` (wrapped), ``torch_utils.get_flops`` (input channels taken from
@@ -71,6 +73,50 @@ def _authors_spd_args(args: list) -> list:
     return [2]
 
 
+def _resnet_stem_args(args: list) -> list:
+    """ResNetStem [c2, k=3, spd=true] -> validated [c2, k, spd]."""
+    if not 1 <= len(args) <= 3:
+        raise ValueError(f"expected [c2, k=3, spd=true] (1 to 3 values), got {args!r}")
+    c2, k, spd = [*args, *(3, True)[len(args) - 1:]]
+    for name, value in (("c2", c2), ("k", k)):
+        if not (_is_int(value) and value >= 1):
+            raise ValueError(f"argument {name}={value!r} must be an integer >= 1 (args {args!r})")
+    if k % 2 == 0:
+        raise ValueError(f"argument k={k} must be odd (same padding keeps the size) (args {args!r})")
+    if not isinstance(spd, bool):
+        raise ValueError(f"argument spd={spd!r} must be true/false (args {args!r})")
+    return [c2, k, spd]
+
+
+def _resnet_stage_args(args: list) -> list:
+    """ResNetStage [c2, n=1, s=1, bottleneck=false, spd=true] -> validated [c2, n, s, bottleneck, spd]."""
+    names, defaults = ("c2", "n", "s", "bottleneck", "spd"), (None, 1, 1, False, True)
+    if not 1 <= len(args) <= len(names):
+        raise ValueError(f"expected [c2, n=1, s=1, bottleneck=false, spd=true] (1 to 5 values), got {args!r}")
+    full = [*args, *defaults[len(args):]]
+    for name, value in zip(names, full):
+        ok = isinstance(value, bool) if name in ("bottleneck", "spd") else _is_int(value) and value >= 1
+        if not ok:
+            want = "true/false" if name in ("bottleneck", "spd") else "an integer >= 1"
+            raise ValueError(f"argument {name}={value!r} must be {want} (args {args!r})")
+    if full[3] and full[0] % 4:
+        raise ValueError(f"argument c2={full[0]} must be divisible by 4 for bottleneck blocks (args {args!r})")
+    return full
+
+
+def _builder(class_name: str) -> Callable[[nn.Module, list], tuple]:
+    """Build `spd_modules.<class_name>(c1, c2, *args[1:])` from a surrogate Conv(c1, c2) (the parser's bookkeeping)."""
+
+    def build(conv: nn.Module, args: list) -> tuple:
+        import spd_modules
+
+        resolved = [conv.conv.in_channels, conv.conv.out_channels, *args[1:]]
+        return getattr(spd_modules, class_name)(*resolved), resolved
+
+    build.__name__ = f"_build_{class_name}"
+    return build
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Rules: one per YAML name.
 
@@ -119,6 +165,9 @@ def _rules() -> dict[str, ParserRule]:
         "SPDConv": ParserRule(_spdconv_args, _conv_of, _build_spdconv),
         "SpaceToDepth": ParserRule(_spd_args, _concat_of_copies, _build_spd),
         "space_to_depth": ParserRule(_authors_spd_args, _concat_of_copies, _build_spd),
+        # ResNet for small inputs (classification): output channels c2 scaled like a Conv, input channels ch[f]
+        "ResNetStem": ParserRule(_resnet_stem_args, _conv_of, _builder("ResNetStem")),
+        "ResNetStage": ParserRule(_resnet_stage_args, _conv_of, _builder("ResNetStage")),
     }
 
 
@@ -365,4 +414,7 @@ def register() -> None:
             torch_utils.get_flops = get_flops
         # ULTRALYTICS_SAFE_LOAD=1 unpickles with weights_only=True against an allow-list: add our layers to it.
         if hasattr(torch.serialization, "add_safe_globals"):
-            torch.serialization.add_safe_globals([spd_modules.SpaceToDepth, spd_modules.SPDConv, spd_modules.DepthToSpace])
+            torch.serialization.add_safe_globals(
+                [spd_modules.SpaceToDepth, spd_modules.SPDConv, spd_modules.DepthToSpace, spd_modules.ResNetStem,
+                 spd_modules.ResNetBasicBlock, spd_modules.ResNetBottleneck, spd_modules.ResNetStage]
+            )

@@ -8,6 +8,10 @@
   metrics with pycocotools for any YOLO-format dataset (or against an official COCO annotation file), prints the
   table and saves it as JSON and CSV in the run folder.
 - `label_smoothing(eps)`: a training callback giving the classification BCE YOLOv5-style smoothed targets.
+- `SPDClassificationTrainer` / `SPDClassificationValidator`: the same for image classification (the ResNet models):
+  the stock classification trainer made fault tolerant the same way, image-folder datasets checked before ultralytics
+  sees them (never a download), and a validator that adds per-class top-1/top-5 accuracy (``verbose``).
+  `classification_label_smoothing(eps)` smooths the cross-entropy targets.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from ultralytics.models.yolo.classify import ClassificationTrainer, ClassificationValidator
 from ultralytics.models.yolo.detect import DetectionTrainer, DetectionValidator
 from ultralytics.utils import LOGGER, RANK
 
@@ -26,7 +31,16 @@ from spd_yolo import coco
 from spd_yolo.atomic import AtomicPath, atomic_torch_saves, atomic_write
 from spd_yolo.weights import save_weights_only
 
-__all__ = ("SPDDetectionTrainer", "SPDDetectionValidator", "label_smoothing", "SmoothBCEWithLogits")
+__all__ = (
+    "FaultTolerantTrainer",
+    "SPDDetectionTrainer",
+    "SPDDetectionValidator",
+    "label_smoothing",
+    "SmoothBCEWithLogits",
+    "SPDClassificationTrainer",
+    "SPDClassificationValidator",
+    "classification_label_smoothing",
+)
 
 
 class SPDDetectionValidator(DetectionValidator):
@@ -111,15 +125,14 @@ class SPDDetectionValidator(DetectionValidator):
         return coco.evaluate(anno, dets, image_ids=image_ids, progress=True)  # re-read by path, so the output names the file
 
 
-class SPDDetectionTrainer(DetectionTrainer):
-    """DetectionTrainer importable from `spd_yolo` (so DDP workers register SPD layers), made fault tolerant.
+class FaultTolerantTrainer:
+    """Mixin (before a stock ultralytics trainer class) that makes training fault tolerant, for every task.
 
     - last.pt, best.pt and epochN.pt are written atomically (temp file + rename), also when the optimizer is stripped
       at the end: a kill at any moment leaves the previous file readable.
     - On resume, results.csv is cut back to the epochs the checkpoint holds, so an epoch that was logged but not
-      checkpointed before a kill is not listed twice.
+      checkpointed before a kill is not listed twice; temp files of a killed write are removed.
     - After training, best.weights.pt (weights only, see `spd_yolo.weights`) is written beside best.pt.
-    - Validation uses `SPDDetectionValidator`.
     - Under torchrun across several nodes the process group is sized by torchrun's WORLD_SIZE (ultralytics counts the
       local GPUs only, which is right for one node).
     """
@@ -131,10 +144,6 @@ class SPDDetectionTrainer(DetectionTrainer):
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if "LOCAL_RANK" in os.environ and self.world_size > 1 and world > self.world_size:
             self.world_size = world  # every rank of every node joins one process group
-
-    def get_validator(self):
-        """Return an SPDDetectionValidator (stock metrics during training; COCO metrics when save_json is set)."""
-        return SPDDetectionValidator(self.test_loader, save_dir=self.save_dir, args=copy(self.args), _callbacks=self.callbacks)
 
     def resume_training(self, ckpt):
         """Resume as ultralytics does, then drop results.csv rows of epochs the checkpoint does not hold."""
@@ -162,6 +171,16 @@ class SPDDetectionTrainer(DetectionTrainer):
             save_weights_only(model.half(), self.best.with_name("best.weights.pt"))  # FP16, as best.pt stores it
 
 
+class SPDDetectionTrainer(FaultTolerantTrainer, DetectionTrainer):
+    """DetectionTrainer importable from `spd_yolo` (so DDP workers register SPD layers), made fault tolerant by
+    `FaultTolerantTrainer` (atomic checkpoints, clean resume, best.weights.pt), validating with `SPDDetectionValidator`.
+    """
+
+    def get_validator(self):
+        """Return an SPDDetectionValidator (stock metrics during training; COCO metrics when save_json is set)."""
+        return SPDDetectionValidator(self.test_loader, save_dir=self.save_dir, args=copy(self.args), _callbacks=self.callbacks)
+
+
 class SmoothBCEWithLogits(nn.BCEWithLogitsLoss):
     """BCE-with-logits on YOLOv5-style smoothed targets: t * (1 - eps) + eps / 2."""
 
@@ -185,5 +204,95 @@ def label_smoothing(eps: float):
         model.criterion = model.init_criterion()
         model.criterion.bce = SmoothBCEWithLogits(eps)
         LOGGER.info(f"label smoothing: classification targets smoothed by eps={eps}")
+
+    return apply
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Classification (ResNet18/50 and their SPD versions).
+
+
+class SPDClassificationValidator(ClassificationValidator):
+    """ClassificationValidator that also reports per-class accuracy.
+
+    Top-1 and top-5 accuracy over all images are the stock ones; the confusion matrix is plotted when ``plots`` is
+    set (confusion_matrix.png and confusion_matrix_normalized.png in the run folder). With ``verbose`` (outside
+    training) a table of images, top-1 and top-5 accuracy per class follows, and ``metrics.class_accuracy`` maps each
+    class name to ``(images, top1, top5)`` in any case.
+    """
+
+    def finalize_metrics(self) -> None:
+        """Stock metrics, then per-class accuracy from the top-5 predictions."""
+        super().finalize_metrics()
+        self.metrics.class_accuracy = self.class_accuracy()
+
+    def class_accuracy(self) -> dict[str, tuple[int, float, float]]:
+        """{class name: (number of images, top-1 accuracy, top-5 accuracy)} for the classes that have images."""
+        if not self.pred:
+            return {}
+        pred, targets = torch.cat(self.pred), torch.cat(self.targets)
+        result = {}
+        for c, name in self.names.items():
+            mask = targets == c
+            n = int(mask.sum())
+            if n:
+                hits = pred[mask] == c
+                result[name] = (n, float(hits[:, 0].float().mean()), float(hits.any(1).float().mean()))
+        return result
+
+    def print_results(self) -> None:
+        """'all' top-1/top-5 as stock; per class with verbose (not during training, as the detection validator)."""
+        super().print_results()
+        if self.args.verbose and not self.training and len(self.names) > 1:
+            LOGGER.info(("%22s" + "%11s" * 3) % ("class", "images", "top1_acc", "top5_acc"))
+            for name, (n, top1, top5) in self.metrics.class_accuracy.items():
+                LOGGER.info(("%22s" + "%11i" + "%11.3g" * 2) % (str(name)[:22], n, top1, top5))
+
+
+class SPDClassificationTrainer(FaultTolerantTrainer, ClassificationTrainer):
+    """ClassificationTrainer importable from `spd_yolo` (DDP workers then register the SPD layers), fault tolerant as
+    `SPDDetectionTrainer`, validating with `SPDClassificationValidator`.
+
+    The dataset (``data``: a folder with train/ and val/ or test/, one sub-folder of images per class) is checked by
+    `spd_yolo.data.folders.check_classification_folders` before ultralytics sees it, so a missing folder is an error
+    naming it, never a download attempt.
+    """
+
+    def get_dataset(self):
+        """Check the image folders (clear errors, no download), then ultralytics' own dataset dict."""
+        from spd_yolo.data.folders import check_classification_folders
+
+        check_classification_folders(self.args.data, ("train", "val"))
+        return super().get_dataset()
+
+    def get_validator(self):
+        """Return an SPDClassificationValidator."""
+        return SPDClassificationValidator(
+            self.test_loader, save_dir=self.save_dir, args=copy(self.args), _callbacks=self.callbacks
+        )
+
+
+class SmoothCrossEntropy:
+    """The stock classification loss (mean cross-entropy on the logits) with label smoothing eps."""
+
+    def __init__(self, eps: float):
+        self.eps = float(eps)
+
+    def __call__(self, preds, batch: dict) -> tuple:
+        preds = preds[1] if isinstance(preds, (list, tuple)) else preds
+        loss = nn.functional.cross_entropy(preds, batch["cls"], reduction="mean", label_smoothing=self.eps)
+        return loss, {"loss": loss.detach()}
+
+
+def classification_label_smoothing(eps: float):
+    """Training callback (``on_pretrain_routine_end``) that smooths the cross-entropy targets of a classifier."""
+    if not 0.0 <= eps < 1.0:
+        raise ValueError(f"label smoothing must be in [0, 1), got {eps}")
+
+    def apply(trainer) -> None:
+        from ultralytics.utils.torch_utils import unwrap_model
+
+        unwrap_model(trainer.model).criterion = SmoothCrossEntropy(eps)
+        LOGGER.info(f"label smoothing: cross-entropy targets smoothed by eps={eps}")
 
     return apply

@@ -1,5 +1,10 @@
 # SPD-YOLO, AGPL-3.0 license
-"""ONNX parity: onnxruntime against the torch model on a real, letterboxed image."""
+"""ONNX parity: onnxruntime against the torch model on a real image, preprocessed as predict does.
+
+Detectors: the image is letterboxed; the (batch, 4 + classes, anchors) outputs are compared (boxes in pixels, class
+scores). Classifiers (a `Classify` head): the image is resized and center-cropped (ultralytics' classify
+transforms); the (batch, classes) probabilities are compared.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +14,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ("Parity", "onnx_parity", "letterboxed_input")
+__all__ = ("Parity", "onnx_parity", "letterboxed_input", "classify_input")
 
 
 @dataclass(frozen=True)
 class Parity:
-    """Largest absolute differences between the two outputs: box coordinates (pixels) and class scores."""
+    """Largest absolute differences between the two outputs: box coordinates (pixels) and class scores (for a
+    classifier: box_diff is 0 and score_diff the class probabilities' difference)."""
 
     max_abs_diff: float
     box_diff: float
     score_diff: float
     shape: tuple
+    task: str = "detect"
 
     def ok(self, tol: float) -> bool:
         return self.max_abs_diff <= tol
@@ -38,12 +45,29 @@ def letterboxed_input(image: str | Path, imgsz: tuple[int, int], batch: int = 1)
     return x[None].repeat(batch, 1, 1, 1)
 
 
+def classify_input(image: str | Path, imgsz: tuple[int, int], batch: int = 1) -> torch.Tensor:
+    """(batch, 3, h, w) float32, RGB, resized and center-cropped as a classifier's predict() does."""
+    import cv2
+    from PIL import Image
+    from ultralytics.data.augment import classify_transforms
+
+    im0 = cv2.imread(str(image))
+    if im0 is None:
+        raise FileNotFoundError(f"parity image {image} cannot be read")
+    size = imgsz[0] if imgsz[0] == imgsz[1] else tuple(imgsz)
+    x = classify_transforms(size)(Image.fromarray(cv2.cvtColor(im0, cv2.COLOR_BGR2RGB)))
+    return x[None].repeat(batch, 1, 1, 1).float()
+
+
 def onnx_parity(model: torch.nn.Module, onnx_path: str | Path, image: str | Path, imgsz, batch: int = 1) -> Parity:
     """Run the same letterboxed image through `model` (eval, as exported) and through onnxruntime; compare outputs."""
     import onnxruntime as ort
 
+    from ultralytics.nn.modules import Classify
+
     imgsz = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
-    x = letterboxed_input(image, imgsz, batch)
+    classifier = isinstance(getattr(model, "model", [None])[-1], Classify)
+    x = (classify_input if classifier else letterboxed_input)(image, imgsz, batch)
     model = model.eval().float()
     with torch.no_grad():
         y = model(x)
@@ -55,4 +79,6 @@ def onnx_parity(model: torch.nn.Module, onnx_path: str | Path, image: str | Path
     if z.shape != y.shape:
         raise ValueError(f"ONNX output shape {z.shape} differs from the torch output shape {y.shape}")
     diff = np.abs(z - y)
+    if classifier:
+        return Parity(float(diff.max()), 0.0, float(diff.max()), tuple(y.shape), "classify")
     return Parity(float(diff.max()), float(diff[:, :4].max()), float(diff[:, 4:].max()), tuple(y.shape))

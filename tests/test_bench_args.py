@@ -17,6 +17,11 @@ CASES = [
     ("bench_detect_load.py", ["--imgsz", "250"], "--imgsz must be a positive multiple of 32"),
     ("bench_detect_load.py", ["--items", "10"], "--items must be >= 100"),
     ("bench_detect_load.py", ["--threads", "-1"], "--threads must be an integer >= 1"),
+    ("bench_classify.py", ["--models", "resnet34-SPD"], "resnet34-SPD"),
+    ("bench_classify.py", ["--imgsz", "48"], "--imgsz must be a positive multiple of 32"),
+    ("bench_classify.py", ["--threads", "0"], "--threads must be an integer >= 1"),
+    ("bench_classify.py", ["--n-classes", "11"], "--n-classes must be in 2..10"),
+    ("bench_classify.py", ["--epochs", "-1"], "--epochs must be an integer >= 1"),
 ]
 
 

@@ -33,6 +33,9 @@ def strided_layers(model: nn.Module) -> list:
 
 def test_all_names_exist():
     assert set(ALL_MODELS) == {f"{f.split('-')[0]}{s}-SPD" for f in FAMILIES for s in "nsmlx"}
+    # the classification ResNets (#6) are listed apart, so ALL_MODELS stays the detectors
+    assert spd_yolo.available_models("classify") == ("resnet18", "resnet18-SPD", "resnet50", "resnet50-SPD")
+    assert spd_yolo.available_models(None) == ALL_MODELS + spd_yolo.available_models("classify")
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
@@ -248,4 +251,5 @@ def test_resolve_model_cfg_passthrough_and_errors(tmp_path):
 
 def test_config_dir_is_the_repo_folder():
     assert spd_yolo.CONFIG_DIR == REPO / "yaml_configs"
-    assert sorted(p.stem for p in spd_yolo.CONFIG_DIR.glob("*.yaml")) == sorted(FAMILIES)
+    classifiers = ["resnet18", "resnet18-SPD", "resnet50", "resnet50-SPD"]
+    assert sorted(p.stem for p in spd_yolo.CONFIG_DIR.glob("*.yaml")) == sorted(FAMILIES + classifiers)

@@ -27,6 +27,10 @@ __all__ = (
     "check_data_yaml",
     "check_source",
     "run_main",
+    "cfg_task",
+    "check_cls_data",
+    "cls_imgsz_from_data",
+    "trained_imgsz",
 )
 
 VIDEO_SUFFIXES = {".asf", ".avi", ".gif", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".ts", ".wmv", ".webm"}
@@ -158,8 +162,81 @@ def check_source(source: str) -> str:
         if missing:
             raise CLIError(f"--source {source}: listed file {missing[0]} does not exist ({len(missing)} missing)")
     if p.is_dir() and not any(f.is_file() for f in p.iterdir()):
+        subfolders = [f.name for f in p.iterdir() if f.is_dir()]
+        if subfolders:  # e.g. a classification split: one folder per class
+            raise CLIError(
+                f"--source {source}: no file directly in the folder, only {len(subfolders)} sub-folder(s) "
+                f"({', '.join(sorted(subfolders)[:3])}{', ...' if len(subfolders) > 3 else ''}); give one of them or "
+                f"a recursive glob such as '{p / '**' / '*.*'}'"
+            )
         raise CLIError(f"--source {source}: the folder is empty")
     return source
+
+
+def cfg_task(cfg: str) -> str:
+    """Task of a model YAML or name ('detect', 'classify', ...), read from its head; SPDConfigError if unreadable."""
+    from ultralytics.nn.tasks import guess_model_task
+
+    from spd_yolo.models.configs import load_model_yaml
+
+    return guess_model_task(load_model_yaml(cfg)) or "detect"
+
+
+def check_cls_data(path: str | None, splits: tuple[str, ...]) -> str:
+    """A classification dataset: an image folder with train/ and val/ (or test/), one sub-folder per class.
+
+    Every problem (missing folder, no class folder, no image, an empty class folder, classes that differ between
+    train and val) is a CLIError naming the folder. Nothing is downloaded.
+    """
+    from spd_yolo.data.folders import ClassificationDataError, check_classification_folders, resolve_root
+
+    if not path:
+        raise CLIError("--data is required: for classification an image folder with train/<class>/ and val/<class>/")
+    try:
+        check_classification_folders(path, splits)
+    except ClassificationDataError as e:
+        raise CLIError(f"--data {path}: {e}") from None
+    return str(resolve_root(path))
+
+
+def cls_imgsz_from_data(root: str) -> int:
+    """The size of the first training image (its longer side) rounded up to a multiple of 32: 32 for CIFAR-10, 64
+    for Tiny ImageNet."""
+    import os
+
+    from PIL import Image
+
+    from spd_yolo.data.folders import find_split, is_image
+
+    train = find_split(root, "train")
+    for folder, _, files in sorted(os.walk(train)):
+        for name in sorted(files):
+            if is_image(name):
+                try:
+                    with Image.open(Path(folder) / name) as im:
+                        return max(32, -(-max(im.size) // 32) * 32)
+                except OSError:
+                    continue
+    return 32
+
+
+def trained_imgsz(model, weights: str) -> int | list[int] | None:
+    """The input size a checkpoint was trained at (its train args) or an export was made for (its metadata)."""
+    imgsz = (getattr(model, "overrides", None) or {}).get("imgsz")
+    if imgsz is None and not str(weights).endswith(".pt"):
+        from ultralytics.nn.backends.base import BaseBackend
+
+        imgsz = BaseBackend.read_metadata(weights).get("imgsz")
+    if isinstance(imgsz, str):  # exports store it as text, e.g. '[32, 32]'
+        import ast
+
+        try:
+            imgsz = ast.literal_eval(imgsz)
+        except (ValueError, SyntaxError):
+            return None
+    if isinstance(imgsz, (list, tuple)):
+        return [int(v) for v in imgsz] if len(set(imgsz)) > 1 else int(imgsz[0])
+    return int(imgsz) if imgsz else None
 
 
 def parse_freeze(values: list[int] | None):

@@ -1,8 +1,12 @@
 # SPD-YOLO, AGPL-3.0 license
-"""detect.py: run a detector on images, folders, globs, videos, .txt lists, webcams or streams.
+"""detect.py: run a detector (or a classifier) on images, folders, globs, videos, .txt lists, webcams or streams.
 
 Annotated images and videos go to PROJECT/NAME (default runs/detect/exp, exp2, ...); videos keep the input's fps
 and frame count (with --vid-stride 1). Frames are processed as a stream, so memory stays flat on long inputs.
+
+A classification checkpoint (e.g. resnet18-SPD) classifies instead: the top-5 classes are drawn on each image
+(--save-txt writes them as 'probability name' lines) and the summary counts the top-1 classes. Detection-only flags
+(--conf-thres, --iou-thres, --max-det, --classes, --agnostic-nms, --save-crop) do not apply to it.
 
 Examples:
     python detect.py --weights runs/train/exp/weights/best.pt --source datasets/spd-demo/video/demo.avi --img 256
@@ -27,6 +31,7 @@ from spd_yolo.cli.common import (
     check_weights,
     load_model,
     run_main,
+    trained_imgsz,
 )
 
 
@@ -36,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--source", default="", help="image, folder, glob, video, .txt list of paths, webcam index or stream URL"
     )
-    add_imgsz(p)
+    add_imgsz(p, default=None, help_extra=" (default: 640 for detectors; a classifier's training size)")
     p.add_argument("--conf-thres", type=float, default=0.25, help="confidence threshold")
     p.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")
     p.add_argument("--max-det", type=int, default=1000, help="maximum detections per image")
@@ -60,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    check_imgsz(args.imgsz)
+    if args.imgsz is not None:
+        check_imgsz(args.imgsz)
     weights = check_weights(args.weights)
     if not args.source:
         raise CLIError("--source is required: an image, folder, glob, video, .txt list, webcam index or stream URL")
@@ -68,21 +74,37 @@ def main(argv: list[str] | None = None) -> int:
     if args.vid_stride < 1:
         raise CLIError(f"--vid-stride {args.vid_stride}: must be >= 1")
     model = load_model(weights)
+    if model.task == "classify":
+        return _classify(model, weights, source, args)
     results = model.predict(
         source=source,
-        stream=True,
-        imgsz=args.imgsz,
+        imgsz=640 if args.imgsz is None else args.imgsz,
         conf=args.conf_thres,
         iou=args.iou_thres,
         max_det=args.max_det,
+        save_crop=args.save_crop,
+        classes=args.classes,
+        agnostic_nms=args.agnostic_nms,
+        **_common_options(args),
+    )
+    n_items = n_boxes = 0
+    for r in results:  # a generator: one result at a time, nothing accumulated
+        n_items += 1
+        n_boxes += len(r.boxes) if r.boxes is not None else 0
+    save_dir = model.predictor.save_dir if model.predictor else None
+    print(f"{n_items} images/frames, {n_boxes} detections" + (f"; results saved to {save_dir}" if save_dir else ""))
+    return 0
+
+
+def _common_options(args) -> dict:
+    """predict() options shared by detectors and classifiers (streamed: one result at a time)."""
+    return dict(
+        stream=True,
         device=args.device or None,
         show=args.view_img,
         save=not args.nosave,
         save_txt=args.save_txt,
         save_conf=args.save_conf,
-        save_crop=args.save_crop,
-        classes=args.classes,
-        agnostic_nms=args.agnostic_nms,
         project=str(Path(args.project).resolve()),
         name=args.name,
         exist_ok=args.exist_ok,
@@ -92,12 +114,25 @@ def main(argv: list[str] | None = None) -> int:
         quantize=16 if args.half else None,
         vid_stride=args.vid_stride,
     )
-    n_items = n_boxes = 0
-    for r in results:  # a generator: one result at a time, nothing accumulated
-        n_items += 1
-        n_boxes += len(r.boxes) if r.boxes is not None else 0
+
+
+def _classify(model, weights: str, source: str, args) -> int:
+    """Classify every image/frame; print how many and the most frequent top-1 classes."""
+    from collections import Counter
+
+    results = model.predict(
+        source=source, imgsz=args.imgsz or trained_imgsz(model, weights) or 224, **_common_options(args)
+    )
+    top1 = Counter()
+    for r in results:  # a generator: one result at a time, only the counts are kept
+        top1[r.names[r.probs.top1]] += 1
+    n_items = sum(top1.values())
+    common = ", ".join(f"{name} {n}" for name, n in top1.most_common(5))
     save_dir = model.predictor.save_dir if model.predictor else None
-    print(f"{n_items} images/frames, {n_boxes} detections" + (f"; results saved to {save_dir}" if save_dir else ""))
+    print(
+        f"{n_items} images/frames classified" + (f", top-1: {common}" if common else "")
+        + (f"; results saved to {save_dir}" if save_dir else "")
+    )
     return 0
 
 

@@ -1,5 +1,5 @@
 # SPD-YOLO, AGPL-3.0 license
-"""train.py: train a detector with YOLOv5's flags on the ultralytics trainer, SPD layers registered.
+"""train.py: train a detector or classifier with YOLOv5's flags on the ultralytics trainer, SPD layers registered.
 
 Examples:
     python train.py --cfg yolov5n-SPD --data datasets/spd-demo/data.yaml --epochs 30 --img 256 --batch-size 16
@@ -7,6 +7,11 @@ Examples:
     python train.py --weights runs/train/exp/weights/best.pt --data my.yaml  # fine-tune a checkpoint
     python train.py --resume runs/train/exp                                  # continue an interrupted run
     python train.py --cfg yolov5s-SPD --data my.yaml --device 0,1             # multi-GPU (DDP)
+    python train.py --cfg resnet18-SPD --data datasets/cifar10 --img 32      # classification (image folders)
+
+The task follows from the model (a ResNet YAML or classification checkpoint trains a classifier); --task says it
+explicitly. Detection data is an ultralytics data YAML; classification data is a folder with train/<class>/ and
+val/<class>/ (or test/<class>/), see `python -m spd_yolo.data.convert` for CIFAR-10 and Tiny ImageNet.
 
 Results: PROJECT/NAME/ (default runs/train/exp, exp2, ...) with weights/best.pt, weights/last.pt, results.csv,
 plots and args.yaml.
@@ -26,9 +31,12 @@ from spd_yolo.cli.common import (
     add_device,
     add_imgsz,
     add_run_dir,
+    cfg_task,
+    check_cls_data,
     check_data_yaml,
     check_imgsz,
     check_weights,
+    cls_imgsz_from_data,
     parse_freeze,
     load_model,
     run_main,
@@ -46,11 +54,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights", default="",
         help="checkpoint to start from; with --cfg, every tensor whose name and shape match is transferred",
     )
-    p.add_argument("--data", default="", help="dataset YAML (ultralytics format: path, train, val, names)")
+    p.add_argument(
+        "--data", default="",
+        help="detection: dataset YAML (ultralytics format: path, train, val, names); classification: a folder with "
+        "train/<class>/ and val/<class>/ (or test/<class>/)",
+    )
+    p.add_argument(
+        "--task", default=None, choices=("detect", "classify"),
+        help="detect or classify (default: the model's task, from --cfg or --weights)",
+    )
     p.add_argument("--hyp", default="", help="hyperparameter YAML (lr0, momentum, box, cls, hsv_h, mosaic, ...)")
     p.add_argument("--epochs", type=int, default=100, help="number of epochs")
     p.add_argument("--batch-size", type=int, default=16, help="total batch size over all GPUs (-1: AutoBatch)")
-    add_imgsz(p, help_extra=", train and val")
+    add_imgsz(
+        p, default=None,
+        help_extra=", train and val (default: 640 for detection; for classification the first training image's size "
+        "rounded up to a multiple of 32, e.g. 32 for CIFAR-10, 64 for Tiny ImageNet)",
+    )
     add_device(p, multi=True)
     p.add_argument("--workers", type=int, default=8, help="dataloader workers (per process in DDP)")
     add_run_dir(p, "runs/train")
@@ -116,28 +136,53 @@ def resume_checkpoint(resume, project: str) -> str:
     return str(last)
 
 
+def _trainer(task: str):
+    from spd_yolo.engine import SPDClassificationTrainer, SPDDetectionTrainer
+
+    return SPDClassificationTrainer if task == "classify" else SPDDetectionTrainer
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from spd_yolo import YOLO, resolve_model_cfg
-    from spd_yolo.engine import SPDDetectionTrainer, label_smoothing
+    from spd_yolo.engine import classification_label_smoothing, label_smoothing
 
     if args.resume:
         model = load_model(resume_checkpoint(args.resume, args.project))
-        return _train(model, resume=True, trainer=SPDDetectionTrainer)
+        return _train(model, resume=True, trainer=_trainer(model.task))
 
-    check_imgsz(args.imgsz)
+    if args.imgsz is not None:
+        check_imgsz(args.imgsz)
     if args.batch_size == 0 or args.batch_size < -1:
         raise CLIError(f"--batch-size {args.batch_size}: must be a positive number of images (or -1 for AutoBatch)")
     if args.epochs < 1:
         raise CLIError(f"--epochs {args.epochs}: must be >= 1")
-    data = check_data_yaml(args.data, ("train", "val"))
     weights = check_weights(args.weights, (".pt",)) if args.weights else None
     if not args.cfg and not weights:
         raise CLIError("give --cfg (model YAML or name, e.g. yolov5n-SPD) and/or --weights (a .pt checkpoint)")
+    model = None
+    if args.cfg:
+        task = cfg_task(resolve_model_cfg(args.cfg))
+    else:
+        model = load_model(weights)
+        task = model.task
+    if args.task and args.task != task:
+        raise CLIError(f"--task {args.task}: the model {args.cfg or weights} is a '{task}' model")
+    if task not in ("detect", "classify"):
+        raise CLIError(f"the model {args.cfg or weights} is a '{task}' model; train.py trains detect and classify")
+    if task == "classify":
+        data = check_cls_data(args.data, ("train", "val"))
+        if args.imgsz is None:
+            args.imgsz = cls_imgsz_from_data(data)
+            print(f"--imgsz not given: training at {args.imgsz} (the training images' size, rounded up to 32)")
+    else:
+        data = check_data_yaml(args.data, ("train", "val"))
+        args.imgsz = 640 if args.imgsz is None else args.imgsz
     overrides = load_hyp(args.hyp) if args.hyp else {}
-    model = YOLO(resolve_model_cfg(args.cfg)) if args.cfg else load_model(weights)
+    model = model or YOLO(resolve_model_cfg(args.cfg))
     if args.label_smoothing:
-        model.add_callback("on_pretrain_routine_end", label_smoothing(args.label_smoothing))
+        smooth = classification_label_smoothing if task == "classify" else label_smoothing
+        model.add_callback("on_pretrain_routine_end", smooth(args.label_smoothing))
     overrides.update(
         data=data,
         epochs=args.epochs,
@@ -156,13 +201,13 @@ def main(argv: list[str] | None = None) -> int:
         save_period=args.save_period,
         cache=args.cache or False,
         single_cls=args.single_cls,
-        rect=args.rect,
+        rect=args.rect and task == "detect",  # classification batches are square crops
         val=not args.noval,
         plots=not args.noplots,
     )
     if args.cfg and weights:
         overrides["pretrained"] = weights  # ultralytics transfers name+shape matches and logs "Transferred N/M items"
-    return _train(model, trainer=SPDDetectionTrainer, **overrides)
+    return _train(model, trainer=_trainer(task), **overrides)
 
 
 def _train(model, **kwargs) -> int:

@@ -7,9 +7,14 @@ areas, COCO's 91 category ids), otherwise it is built from the YOLO labels at or
 medium / large follow COCO's 32^2 / 96^2 pixel thresholds for any dataset. The output says which was used. The table
 is saved as coco_metrics.json and coco_metrics.csv in the run folder, beside predictions.json.
 
+Classifiers (the task follows from --weights): --data is the image folder (val/<class>/ or, with --task test,
+test/<class>/); top-1 and top-5 accuracy are printed, per class with --verbose, and the confusion matrix is plotted
+in the run folder (confusion_matrix.png, confusion_matrix_normalized.png). Detection-only flags are ignored.
+
 Examples:
     python val.py --weights runs/train/exp/weights/best.pt --data datasets/spd-demo/data.yaml --img 256
     python val.py --weights best.onnx --data coco.yaml --anno-json datasets/coco/annotations/instances_val2017.json
+    python val.py --weights runs/train/exp2/weights/best.pt --data datasets/cifar10 --verbose   # a classifier
 """
 
 from __future__ import annotations
@@ -25,20 +30,22 @@ from spd_yolo.cli.common import (
     add_imgsz,
     add_run_dir,
     check_data_yaml,
+    check_cls_data,
     check_imgsz,
     check_weights,
     data_names,
     load_model,
     run_main,
+    trained_imgsz,
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="val.py", description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("--data", default="", help="dataset YAML (ultralytics format)")
+    p.add_argument("--data", default="", help="dataset YAML (ultralytics format); for a classifier the image folder")
     p.add_argument("--weights", default="", help="model to validate: a .pt checkpoint or an exported .onnx")
     p.add_argument("--batch-size", type=int, default=32, help="batch size")
-    add_imgsz(p)
+    add_imgsz(p, default=None, help_extra=" (default: 640 for detectors; a classifier's training size)")
     p.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold")
     p.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
     p.add_argument("--max-det", type=int, default=300, help="maximum detections per image")
@@ -46,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_device(p)
     p.add_argument("--workers", type=int, default=8, help="dataloader workers")
     p.add_argument("--single-cls", action="store_true", help="treat the dataset as one class")
-    p.add_argument("--verbose", action="store_true", help="per-class metrics")
+    p.add_argument("--verbose", action="store_true", help="per-class metrics (classifiers: per-class accuracy)")
     p.add_argument("--save-txt", action="store_true", help="save predictions as YOLO .txt labels")
     p.add_argument("--save-conf", action="store_true", help="with --save-txt, add the confidence")
     p.add_argument(
@@ -61,14 +68,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    check_imgsz(args.imgsz)
+    if args.imgsz is not None:
+        check_imgsz(args.imgsz)
     weights = check_weights(args.weights)
+    if args.data and Path(args.data).is_dir():  # an image folder: only a classifier can use it
+        model = load_model(weights)
+        if model.task == "classify":
+            return _val_classifier(model, weights, args)
+        raise CLIError(f"--data {args.data}: a folder, but --weights {weights} is a '{model.task}' model, which "
+                       f"needs a dataset YAML (path, train, val, names)")
     data = check_data_yaml(args.data, (args.task,))
+    args.imgsz = 640 if args.imgsz is None else args.imgsz
     if args.anno_json and not Path(args.anno_json).is_file():
         raise CLIError(f"--anno-json {args.anno_json}: file not found")
     if not 0 <= args.conf_thres <= 1 or not 0 <= args.iou_thres <= 1:
         raise CLIError("--conf-thres and --iou-thres must be between 0 and 1")
     model = load_model(weights)
+    if model.task == "classify":
+        raise CLIError(
+            f"--weights {weights} is a classifier: --data must be an image folder (val/<class>/...), not {data}"
+        )
     names = data_names(data)
     if not args.single_cls and len(model.names) != len(names):
         raise CLIError(
@@ -114,6 +133,50 @@ def _val(model, args, data):
         name=args.name,
         exist_ok=args.exist_ok,
     )
+
+
+def _val_classifier(model, weights: str, args) -> int:
+    """Top-1/top-5 accuracy (per class with --verbose) and the confusion matrix of a classifier on an image folder."""
+    import sys
+
+    from spd_yolo.data.folders import find_split
+    from spd_yolo.engine import SPDClassificationValidator
+
+    data = check_cls_data(args.data, (args.task,))
+    split = find_split(data, args.task)
+    classes = sorted(p.name for p in split.iterdir() if p.is_dir())
+    if not args.single_cls and len(model.names) != len(classes):
+        raise CLIError(
+            f"--weights {weights} predicts {len(model.names)} classes but {split} has {len(classes)} class folders: "
+            f"validate on the data it was trained for"
+        )
+    ignored = [flag for flag, used in (("--anno-json", args.anno_json), ("--save-txt", args.save_txt)) if used]
+    if ignored:
+        print(f"note: {' and '.join(ignored)} apply to detectors only, ignored for this classifier", file=sys.stderr)
+    imgsz = args.imgsz or trained_imgsz(model, weights) or 224
+    metrics = model.val(
+        validator=SPDClassificationValidator,
+        data=data,
+        batch=args.batch_size,
+        imgsz=imgsz,
+        split=args.task,
+        device=args.device or None,
+        workers=args.workers,
+        single_cls=args.single_cls,
+        verbose=args.verbose,
+        quantize=16 if args.half else None,
+        project=str(Path(args.project).resolve()),
+        name=args.name,
+        exist_ok=args.exist_ok,
+    )
+    n = sum(n for n, _, _ in (getattr(metrics, "class_accuracy", None) or {}).values())
+    print(
+        f"{Path(weights).name} on {split} ({n} images, {imgsz} px): top-1 accuracy {metrics.top1:.4f}, "
+        f"top-5 accuracy {metrics.top5:.4f}"
+    )
+    if getattr(metrics, "save_dir", None):
+        print(f"Results saved to {metrics.save_dir}")
+    return 0
 
 
 def cli(argv: list[str] | None = None) -> int:
