@@ -124,6 +124,29 @@ def test_export_onnx_parity_and_onnx_in_detect_and_val(run_dir, dataset, tmp_pat
     assert "AP_S" in out and (tmp_path / "ov/coco_metrics.json").is_file()
 
 
+def test_export_strided_spd_is_exact_and_has_no_spd(run_dir, dataset, tmp_path):
+    """--strided-spd exports SPD + conv as strided convs: the parity check (against the unrewritten torch model)
+    passes, the ONNX graph has the 6x6 stride-2 stem and fewer Slice nodes, and the file validates."""
+    import onnx
+
+    weights = tmp_path / "best.pt"
+    shutil.copy(run_dir / "weights/best.pt", weights)
+    plain = ok(script("export", "--weights", weights, "--include", "onnx", "--img", 64))
+    plain_graph = onnx.load(tmp_path / "best.onnx").graph
+    out = ok(script("export", "--weights", weights, "--include", "onnx", "--img", 64, "--strided-spd"))
+    assert "--strided-spd: 5 SPD layer(s) rewritten" in out  # the SPDConv stem and the 4 backbone SpaceToDepth
+    for text in (plain, out):
+        assert float(text.split("max abs diff ")[1].split()[0]) < 1e-3
+    graph = onnx.load(tmp_path / "best.onnx").graph
+    kernels = {tuple(a.ints) for n in graph.node if n.op_type == "Conv" for a in n.attribute if a.name == "kernel_shape"}
+    assert (6, 6) in kernels
+    slices = lambda g: sum(n.op_type == "Slice" for n in g.node)  # noqa: E731
+    assert slices(graph) < slices(plain_graph)
+    val = ok(script("val", "--weights", tmp_path / "best.onnx", "--data", dataset, "--img", 64, "--project", tmp_path,
+                    "--name", "strided"))
+    assert "AP_S" in val
+
+
 def test_transfer_from_stock_checkpoint(dataset, tmp_path):
     """--cfg with --weights transfers every tensor whose name and shape match, and says how many."""
     from ultralytics import YOLO

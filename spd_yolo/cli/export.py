@@ -3,12 +3,16 @@
 
 After an ONNX export the same real image (letterboxed) goes through onnxruntime and through the torch model; the
 largest absolute difference of the raw outputs (boxes in pixels, class scores) is printed, and the command fails if it
-is above --parity-tol. The exported .onnx works in detect.py and val.py. Formats other than onnx and torchscript need
-their own packages (e.g. openvino); they are not installed automatically.
+is above --parity-tol. For a classifier (e.g. resnet18-SPD) the image is resized and center-cropped as predict does
+and the outputs compared are the (batch, classes) probabilities; its default size is the training size. The
+exported .onnx works in detect.py and val.py. Formats other than onnx and torchscript need their own packages (e.g.
+openvino); they are not installed automatically.
 
 Examples:
     python export.py --weights runs/train/exp/weights/best.pt --include onnx --img 256
     python export.py --weights best.pt --include onnx torchscript --dynamic --simplify --opset 17
+    python export.py --weights best.pt --include onnx --strided-spd      # SPD + conv exported as strided convs
+    python export.py --weights runs/train/exp2/weights/best.pt --include onnx     # a classifier, at its training size
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from spd_yolo.cli.common import (
     check_weights,
     load_model,
     run_main,
+    trained_imgsz,
 )
 
 
@@ -35,8 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="formats: onnx, torchscript, or any other ultralytics format whose package is installed",
     )
     p.add_argument(
-        "--imgsz", "--img", "--img-size", dest="imgsz", type=int, nargs="+", default=[640], metavar="PIXELS",
-        help="input size: one value (square) or H W, multiples of 32",
+        "--imgsz", "--img", "--img-size", dest="imgsz", type=int, nargs="+", default=None, metavar="PIXELS",
+        help="input size: one value (square) or H W, multiples of 32 (default: 640 for detectors; a classifier's "
+        "training size)",
     )
     p.add_argument("--batch-size", type=int, default=1, help="batch size of the exported model")
     add_device(p)
@@ -47,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parity-image", default="", help="image for the ONNX parity check (default: ultralytics' bus.jpg)")
     p.add_argument("--parity-tol", type=float, default=1e-3, help="largest allowed absolute output difference")
     p.add_argument("--no-parity", action="store_true", help="skip the ONNX parity check")
+    p.add_argument(
+        "--strided-spd", action="store_true",
+        help="export each SPD + convolution as the equal strided convolution (spd_yolo.rewrite: exact up to "
+        "rounding, checked by the parity test; faster in ONNX Runtime, see BENCHMARKS.md)",
+    )
     return p
 
 
@@ -58,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     from spd_yolo.export_check import onnx_parity
 
     weights = check_weights(args.weights, (".pt",))
-    if len(args.imgsz) not in (1, 2):
-        raise CLIError(f"--imgsz: give one size or H W, got {args.imgsz}")
-    check_imgsz(args.imgsz)
-    imgsz = args.imgsz * 2 if len(args.imgsz) == 1 else args.imgsz
+    if args.imgsz is not None:
+        if len(args.imgsz) not in (1, 2):
+            raise CLIError(f"--imgsz: give one size or H W, got {args.imgsz}")
+        check_imgsz(args.imgsz)
     if args.batch_size < 1:
         raise CLIError(f"--batch-size {args.batch_size}: must be >= 1")
     image = Path(args.parity_image) if args.parity_image else ASSETS / "bus.jpg"
@@ -81,6 +92,16 @@ def main(argv: list[str] | None = None) -> int:
         "quantize": 16 if args.half else None,
     }
     model = load_model(weights)
+    if args.strided_spd:
+        from spd_yolo.rewrite import rewrite_spd
+
+        model.model, done = rewrite_spd(model.model.fuse().eval())
+        print(f"--strided-spd: {len(done)} SPD layer(s) rewritten as strided convolutions" if done else
+              "--strided-spd: the model has no SPD + convolution pair to rewrite; exported as it is")
+    if args.imgsz is None:  # detectors: 640; classifiers: the size they were trained at
+        size = (trained_imgsz(model, weights) or 224) if model.task == "classify" else 640
+        args.imgsz = size if isinstance(size, list) else [size]
+    imgsz = args.imgsz * 2 if len(args.imgsz) == 1 else args.imgsz
     written = {}
     for fmt in args.include:
         try:
@@ -91,9 +112,13 @@ def main(argv: list[str] | None = None) -> int:
         if fmt == "onnx" and not args.no_parity:
             reference = load_model(weights).model.fuse()
             parity = onnx_parity(reference, written[fmt], image, imgsz, args.batch_size)
+            detail = (
+                "class probabilities" if parity.task == "classify"
+                else f"boxes {parity.box_diff:.3g} px, scores {parity.score_diff:.3g}"
+            )
             print(
                 f"ONNX parity on {image.name} {parity.shape}: max abs diff {parity.max_abs_diff:.3g} "
-                f"(boxes {parity.box_diff:.3g} px, scores {parity.score_diff:.3g}), tolerance {tol:.3g}"
+                f"({detail}), tolerance {tol:.3g}"
             )
             if not parity.ok(tol):
                 raise CLIError(f"ONNX parity failed: max abs diff {parity.max_abs_diff:.3g} > {tol:.3g}")
