@@ -12,7 +12,6 @@ import shlex
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -185,17 +184,10 @@ def environment_lines(env: dict) -> str:
 
 
 def write_results(path: Path | None, data: dict, markdown: str) -> None:
-    """Write `data` (.json) or `markdown` (.md) to `path` atomically: a temp file beside it, then os.replace."""
+    """Write `data` (.json) or `markdown` (.md) to `path` atomically (`spd_yolo.atomic.atomic_write`)."""
+    from spd_yolo.atomic import atomic_write
+
     if path is None:
         return
-    text = json.dumps(data, indent=2) + "\n" if path.suffix == ".json" else markdown + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp-", dir=path.parent.resolve())
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
+    atomic_write(path, json.dumps(data, indent=2) + "\n" if path.suffix == ".json" else markdown + "\n")
     print(f"results written to {path}", file=sys.stderr)
