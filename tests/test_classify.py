@@ -364,6 +364,22 @@ def test_cifar10_converter(tmp_path):
     assert not (tmp_path / "out2").exists() and not list(tmp_path.glob(".out2*"))
 
 
+def test_converter_overwrite_replaces_only_after_success(tmp_path):
+    src = tmp_path / "cifar-10-batches-py"
+    _fake_cifar(src)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("old dataset")
+    (src / "test_batch").write_bytes(b"not a pickle")  # the conversion fails half way (after the train batches)
+    with pytest.raises(convert.ConversionError, match="test_batch: not a CIFAR-10 python batch"):
+        convert.cifar10_to_folders(src, out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]  # the old folder is untouched
+    _fake_cifar(tmp_path / "good" / "cifar-10-batches-py")
+    assert convert.main(["cifar10", str(tmp_path / "good"), str(out), "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["train", "val"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp or backup folder left
+
+
 def test_cifar_pickle_cannot_run_code(tmp_path):
     src = tmp_path / "cifar-10-batches-py"
     _fake_cifar(src)
