@@ -4,7 +4,8 @@
 Part A: space-to-depth (s=2) forward, and forward plus backward, at (1, 64, 160, 160) and (16, 32, 320, 320) by
 default: the plain torch reference (slicing + cat), the compiled kernel of `spd_yolo.fast_spd`, and
 ``pixel_unshuffle`` (another channel order, for comparison), each as a ratio to one contiguous copy of the input
-(``x.clone()``; forward plus backward: two copies, of the input and of the output gradient). All variants run in
+(``x.clone()``; forward plus backward: two copies, of the input and of the output gradient; "autograd floor" is
+``x.clone()`` forward and backward through autograd, what any autograd op of that size pays). All variants run in
 turn within each round (rotating order; a fast variant runs back to back for at least 50 ms per round and counts
 its mean time per call); medians over rounds, and the median of the per-round ratios ("paired").
 
@@ -97,6 +98,10 @@ def layer_variants(x, g, device: str) -> tuple[dict, dict]:
 
     fwd = {"copy": timed(lambda: x.detach().clone()), "reference": timed(lambda: space_to_depth_reference(x.detach()))}
     both = {"copy": timed(lambda: (x.detach().clone(), g.clone())), "reference": fwd_bwd(space_to_depth_reference)}
+    # The floor of any autograd op of this size: a copy through autograd (clone forward, clone backward), with the
+    # same graph, engine and AccumulateGrad work as the SPD variants.
+    g_flat = g.reshape(x.shape)
+    both["autograd floor"] = timed(lambda: (setattr(x, "grad", None), x.clone().backward(g_flat)))
     if use_fast:
         fwd["fast"] = timed(lambda: space_to_depth(x.detach()))
         both["fast"] = fwd_bwd(space_to_depth)
