@@ -321,15 +321,11 @@ def enabled(flag: bool) -> Iterator[None]:
 # The dispatch and the autograd functions.
 
 
-def _reference(x: torch.Tensor) -> torch.Tensor:
-    """The plain s=2 slicing version (B, C, H, W) -> (B, 4C, H/2, W/2), as in `spd_modules`."""
-    return torch.cat((x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2]), 1)
+def _reference(x: torch.Tensor, inverse: bool = False) -> torch.Tensor:
+    """The plain s=2 rearrangement of `spd_modules` (imported here: spd_modules imports this module lazily)."""
+    import spd_modules
 
-
-def _reference_inverse(y: torch.Tensor) -> torch.Tensor:
-    """Plain inverse (B, 4C, h, w) -> (B, C, 2h, 2w): block k = 2*j + i goes back to rows i::2, columns j::2."""
-    b, c4, h, w = y.shape
-    return y.reshape(b, 2, 2, c4 // 4, h, w).permute(0, 3, 4, 2, 5, 1).reshape(b, c4 // 4, 2 * h, 2 * w)
+    return spd_modules.depth_to_space(x, 2) if inverse else spd_modules.space_to_depth_reference(x, 2)
 
 
 def _compiler_flag(name: str):
@@ -415,52 +411,38 @@ def _prepare_grad(g: torch.Tensor) -> torch.Tensor:
     return g if _layout(g) is not None and type(g) is torch.Tensor else g.contiguous()
 
 
-class _SpaceToDepth(torch.autograd.Function):
-    """Fast space-to-depth with autograd; its backward is the fast inverse (itself differentiable)."""
+class _Rearrange(torch.autograd.Function):
+    """Fast space-to-depth (or, with `inverse`, depth-to-space) with autograd; its backward is the fast opposite
+    rearrangement (itself differentiable, so double backward works)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, as_gradient: bool) -> torch.Tensor:
-        return _run(_kernel(), x, inverse=False, as_gradient=as_gradient)
-
-    @staticmethod
-    def backward(ctx, g: torch.Tensor):
-        return _apply(_DepthToSpace, _prepare_grad(g), as_gradient=True), None
-
-    @staticmethod
-    def jvp(ctx, t: torch.Tensor, _) -> torch.Tensor:
-        return _reference(t)
-
-
-class _DepthToSpace(torch.autograd.Function):
-    """Inverse of `_SpaceToDepth` ((B, 4C, h, w) -> (B, C, 2h, 2w)); its backward is the fast space-to-depth."""
-
-    @staticmethod
-    def forward(ctx, y: torch.Tensor, as_gradient: bool) -> torch.Tensor:
-        return _run(_kernel(), y, inverse=True, as_gradient=as_gradient)
+    def forward(ctx, x: torch.Tensor, inverse: bool, as_gradient: bool) -> torch.Tensor:
+        ctx.inverse = inverse
+        return _run(_kernel(), x, inverse=inverse, as_gradient=as_gradient)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
-        return _apply(_SpaceToDepth, _prepare_grad(g), as_gradient=True), None
+        return _apply(_prepare_grad(g), not ctx.inverse, as_gradient=True), None, None
 
     @staticmethod
-    def jvp(ctx, t: torch.Tensor, _) -> torch.Tensor:
-        return _reference_inverse(t)
+    def jvp(ctx, t: torch.Tensor, *_) -> torch.Tensor:
+        return _reference(t, ctx.inverse)
 
 
-def _apply(fn: type, x: torch.Tensor, as_gradient: bool = False) -> torch.Tensor:
+def _apply(x: torch.Tensor, inverse: bool, as_gradient: bool = False) -> torch.Tensor:
     """Through autograd only when a graph is recorded; else straight to the kernel (less overhead)."""
     if torch.is_grad_enabled() and x.requires_grad:
-        return fn.apply(x, as_gradient)
-    return _run(_kernel(), x, inverse=fn is _DepthToSpace, as_gradient=as_gradient)
+        return _Rearrange.apply(x, inverse, as_gradient)
+    return _run(_kernel(), x, inverse=inverse, as_gradient=as_gradient)
 
 
 def space_to_depth(x: torch.Tensor) -> torch.Tensor:
     """Fast s=2 space-to-depth, (B, C, H, W) -> (B, 4C, H/2, W/2), bit-identical to the reference. Needs `usable(x)`."""
-    return _apply(_SpaceToDepth, x)
+    return _apply(x, inverse=False)
 
 
 def depth_to_space(y: torch.Tensor) -> torch.Tensor:
     """Fast inverse, (B, 4C, h, w) -> (B, C, 2h, 2w) in the same channel order; the reference where not usable."""
     if y.dim() != 4 or y.shape[1] % 4:
         raise ValueError(f"depth_to_space needs a (B, 4C, h, w) tensor, got shape {tuple(y.shape)}")
-    return _apply(_DepthToSpace, y) if _kernel_can_read(y, even=False) else _reference_inverse(y)
+    return _apply(y, inverse=True) if _kernel_can_read(y, even=False) else _reference(y, inverse=True)
