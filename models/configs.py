@@ -117,8 +117,9 @@ def build_model(model: str | Path | dict = "yolov5n-SPD", nc: int | None = None,
 
     from spd_yolo.models.registry import check_model_dict
 
+    if isinstance(model, dict):
+        check_model_dict(model)  # load_model_yaml checks what it reads
     cfg = model if isinstance(model, dict) else load_model_yaml(model)
-    check_model_dict(cfg)
     task = tasks.guess_model_task(cfg)
     classes = {
         "detect": tasks.DetectionModel,

@@ -67,11 +67,12 @@ class YOLO(_YOLO):
 
     def _load(self, weights: str, task: str | None = None) -> None:
         """Load a checkpoint as ultralytics does; a weights-only file of ours is rebuilt from its YAML."""
-        from spd_yolo.weights import is_weights_only, load_weights_only
+        from spd_yolo.weights import load_weights_only
 
-        if not is_weights_only(weights):
+        model = load_weights_only(weights, missing_ok=True)  # one read of the file, not a check then a load
+        if model is None:
             return super()._load(weights, task)
-        self.model = load_weights_only(weights)
+        self.model = model
         self.ckpt = {"model": self.model}  # truthy: train() fine-tunes from these weights
         self.task = self.model.task
         self.overrides = self.model.args = self._reset_ckpt_args(self.model.args)

@@ -57,16 +57,25 @@ def _read(path: str | os.PathLike) -> dict | None:
 
 def is_weights_only(path: str | os.PathLike) -> bool:
     """Whether `path` is a weights-only checkpoint of ours."""
+    return _payload(path) is not None
+
+
+def _payload(path: str | os.PathLike) -> dict | None:
     p = Path(path)
-    return p.is_file() and p.suffix == ".pt" and _read(p) is not None
+    return _read(p) if p.is_file() and p.suffix == ".pt" else None
 
 
-def load_weights_only(path: str | os.PathLike) -> torch.nn.Module:
-    """Rebuild the model from the file's YAML and load its tensors (``torch.load(weights_only=True)`` only)."""
+def load_weights_only(path: str | os.PathLike, missing_ok: bool = False) -> torch.nn.Module | None:
+    """Rebuild the model from the file's YAML and load its tensors (``torch.load(weights_only=True)`` only).
+
+    A file that is not a weights-only checkpoint of ours raises ValueError, or returns None with `missing_ok`.
+    """
     from spd_yolo.models.configs import build_model
 
-    payload = _read(path)
+    payload = _payload(path)
     if payload is None:
+        if missing_ok:
+            return None
         raise ValueError(f"{path} is not an SPD-YOLO weights-only checkpoint ({FORMAT})")
     names = {int(k): v for k, v in payload["names"].items()}
     model = build_model(payload["yaml"], nc=len(names) or None)
