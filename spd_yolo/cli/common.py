@@ -182,21 +182,22 @@ def cfg_task(cfg: str) -> str:
     return guess_model_task(load_model_yaml(cfg)) or "detect"
 
 
-def check_cls_data(path: str | None, splits: tuple[str, ...]) -> str:
+def check_cls_data(path: str | None, splits: tuple[str, ...]) -> tuple[str, dict]:
     """A classification dataset: an image folder with train/ and val/ (or test/), one sub-folder per class.
 
-    Every problem (missing folder, no class folder, no image, an empty class folder, classes that differ between
-    train and val) is a CLIError naming the folder. Nothing is downloaded.
+    Returns (the dataset folder, {split: SplitFolder} for `splits`). Every problem (missing folder, no class folder,
+    no image, an empty class folder, classes that differ between train and val) is a CLIError naming the folder.
+    Nothing is downloaded.
     """
     from spd_yolo.data.folders import ClassificationDataError, check_classification_folders, resolve_root
 
     if not path:
         raise CLIError("--data is required: for classification an image folder with train/<class>/ and val/<class>/")
     try:
-        check_classification_folders(path, splits)
+        found = check_classification_folders(path, splits)
     except ClassificationDataError as e:
         raise CLIError(f"--data {path}: {e}") from None
-    return str(resolve_root(path))
+    return str(resolve_root(path)), found
 
 
 def cls_imgsz_from_data(root: str) -> int:

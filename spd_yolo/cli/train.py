@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     if task not in ("detect", "classify"):
         raise CLIError(f"the model {args.cfg or weights} is a '{task}' model; train.py trains detect and classify")
     if task == "classify":
-        data = check_cls_data(args.data, ("train", "val"))
+        data, _ = check_cls_data(args.data, ("train", "val"))
         if args.imgsz is None:
             args.imgsz = cls_imgsz_from_data(data)
             print(f"--imgsz not given: training at {args.imgsz} (the training images' size, rounded up to 32)")

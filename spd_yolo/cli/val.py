@@ -139,16 +139,14 @@ def _val_classifier(model, weights: str, args) -> int:
     """Top-1/top-5 accuracy (per class with --verbose) and the confusion matrix of a classifier on an image folder."""
     import sys
 
-    from spd_yolo.data.folders import find_split
     from spd_yolo.engine import SPDClassificationValidator
 
-    data = check_cls_data(args.data, (args.task,))
-    split = find_split(data, args.task)
-    classes = sorted(p.name for p in split.iterdir() if p.is_dir())
-    if not args.single_cls and len(model.names) != len(classes):
+    data, found = check_cls_data(args.data, (args.task,))
+    split = found[args.task]
+    if not args.single_cls and len(model.names) != len(split.classes):
         raise CLIError(
-            f"--weights {weights} predicts {len(model.names)} classes but {split} has {len(classes)} class folders: "
-            f"validate on the data it was trained for"
+            f"--weights {weights} predicts {len(model.names)} classes but {split.folder} has {len(split.classes)} "
+            f"class folders: validate on the data it was trained for"
         )
     ignored = [flag for flag, used in (("--anno-json", args.anno_json), ("--save-txt", args.save_txt)) if used]
     if ignored:
@@ -171,7 +169,7 @@ def _val_classifier(model, weights: str, args) -> int:
     )
     n = sum(n for n, _, _ in (getattr(metrics, "class_accuracy", None) or {}).values())
     print(
-        f"{Path(weights).name} on {split} ({n} images, {imgsz} px): top-1 accuracy {metrics.top1:.4f}, "
+        f"{Path(weights).name} on {split.folder} ({n} images, {imgsz} px): top-1 accuracy {metrics.top1:.4f}, "
         f"top-5 accuracy {metrics.top5:.4f}"
     )
     if getattr(metrics, "save_dir", None):
