@@ -155,11 +155,6 @@ def accuracy_part(pairs: list[tuple[str, str]], args, root: Path) -> dict:
     return out
 
 
-def _mean_std(values: list[float]) -> str:
-    m = statistics.fmean(values)
-    return f"{100 * m:.1f} ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else f"{100 * m:.1f}"
-
-
 def accuracy_table(results: dict, args) -> str:
     rows = []
     for spd, runs in results.items():
@@ -168,10 +163,10 @@ def accuracy_table(results: dict, args) -> str:
         for name in (spd, base):
             r = runs[name]
             rows.append([
-                name, _mean_std([x["top1"] for x in r]), _mean_std([x["top5"] for x in r]),
+                name, common.spread([x["top1"] for x in r]), common.spread([x["top5"] for x in r]),
                 " ".join(f"{100 * x['top1']:.1f}" for x in r),
                 f"{statistics.fmean(x['train_s'] for x in r):.0f}",
-                _mean_std(diffs) if name == spd else "",
+                common.spread(diffs) if name == spd else "",
             ])
     return common.markdown_table(
         ["model", "top-1 % (mean ± std)", "top-5 %", "top-1 % per seed", "train s/run", "top-1 SPD - stock (pp)"],

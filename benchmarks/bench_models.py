@@ -27,7 +27,6 @@ import argparse
 import contextlib
 import copy
 import json
-import os
 import resource
 import subprocess
 import sys

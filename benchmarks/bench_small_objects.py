@@ -18,19 +18,13 @@ import statistics
 import sys
 from pathlib import Path
 
-from common import base_parser, check_common, check_size, environment, environment_lines, markdown_table, write_results
+from common import (
+    base_parser, check_common, check_size, environment, environment_lines, markdown_table, spread, write_results,
+)
 
 PAIRS = {"yolov5n": ("yolov5n.yaml", "yolov5n-SPD"), "yolov5s": ("yolov5s.yaml", "yolov5s-SPD"),
          "yolo11n": ("yolo11n.yaml", "yolo11n-SPD"), "yolov8n": ("yolov8n.yaml", "yolov8n-SPD")}
 METRICS = ("AP_S", "AP_M", "AP_L", "AP", "AP50")
-
-
-def spread(values: list[float]) -> str:
-    """'12.3 ± 0.4' in percent (mean ± sample std over seeds); '-' when there is no value."""
-    if not values:
-        return "-"
-    mean = 100 * statistics.fmean(values)
-    return f"{mean:.1f} ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else f"{mean:.1f}"
 
 
 def table_rows(results: dict, stock: str, spd: str, eval_sizes: list[int]) -> list[list]:

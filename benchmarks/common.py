@@ -109,6 +109,14 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
+def spread(values: Sequence[float]) -> str:
+    """'12.3 ± 0.4' in percent (mean ± sample std over seeds) of fractions; '-' when there is no value."""
+    if not values:
+        return "-"
+    mean = 100 * statistics.fmean(values)
+    return f"{mean:.1f} ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else f"{mean:.1f}"
+
+
 def ratio_of_medians_and_median_ratio(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
     """(median(a) / median(b), median of the per-round ratios a_i / b_i): the second pairs runs of one round."""
     return median(a) / median(b), median([x / y for x, y in zip(a, b)])
