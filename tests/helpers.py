@@ -24,3 +24,23 @@ def write_yaml(path: Path, backbone: list, head: list, nc: int = 2, **extra) -> 
     """Write a model YAML with the given rows."""
     path.write_text(yaml.safe_dump({"nc": nc, **extra, "backbone": backbone, "head": head}, sort_keys=False))
     return path
+
+
+def script(name: str, *args, cwd=None) -> subprocess.CompletedProcess:
+    """Run one of the root scripts as a user would; returns the finished process (stdout+stderr in .stdout)."""
+    env = {**os.environ, "YOLO_VERBOSE": "true"}  # the scripts print what a user sees
+    return subprocess.run(
+        [sys.executable, str(REPO / f"{name}.py"), *map(str, args)],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
+    )
+
+
+def ok(proc: subprocess.CompletedProcess) -> str:
+    """The output of a finished script, asserting it exited 0 (else the tail of its output is the failure)."""
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout + proc.stderr
+
+
+def script_ok(name: str, *args, cwd=None) -> str:
+    """`script`, asserting success; its output."""
+    return ok(script(name, *args, cwd=cwd))

@@ -24,7 +24,7 @@ from ultralytics.nn.modules import Classify
 from ultralytics.nn.tasks import ClassificationModel
 
 import spd_yolo
-from helpers import REPO, write_yaml
+from helpers import REPO, script_ok, write_yaml
 from spd_modules import DepthToSpace, ResNetStage, ResNetStem, SPDConv, SPDSizeError, SpaceToDepth, full_res_conv_as_spd
 from spd_yolo import SPDConfigError
 from spd_yolo.cli import detect, train, val
@@ -484,14 +484,6 @@ def test_classification_label_smoothing():
 # End to end with the scripts.
 
 
-def script(name: str, *args, cwd=None) -> str:
-    env = {**os.environ, "YOLO_VERBOSE": "true"}
-    proc = subprocess.run([sys.executable, str(REPO / f"{name}.py"), *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc.stdout + proc.stderr
-
-
 @pytest.fixture(scope="module")
 def mixed_folders(tmp_path_factory):
     """3 synthetic classes at 32x32 plus, in train and val, a grayscale PNG, an RGBA PNG, a 48x40 JPEG, a 16-bit PNG."""
@@ -510,7 +502,7 @@ def mixed_folders(tmp_path_factory):
 @pytest.fixture(scope="module", params=["resnet18-SPD"])  # stock resnet18 runs the same code with spd=false
 def trained(request, mixed_folders, tmp_path_factory):
     project = tmp_path_factory.mktemp("runs")
-    out = script("train", "--cfg", request.param, "--data", mixed_folders, "--epochs", 1, "--batch-size", 4,
+    out = script_ok("train", "--cfg", request.param, "--data", mixed_folders, "--epochs", 1, "--batch-size", 4,
                  "--workers", 0, "--device", "cpu", "--project", project, "--name", "cls")
     assert "--imgsz not given: training at 32" in out  # the images' size, not 640
     assert "Results saved to" in out and "16 images, 0 corrupt" in out  # 12 synthetic + 4 mixed-mode images
@@ -531,7 +523,7 @@ def test_train_writes_a_classifier(trained):
 @pytest.mark.slow
 def test_val_top1_top5_per_class_and_confusion_matrix(trained, mixed_folders, tmp_path):
     _, run = trained
-    out = script("val", "--weights", run / "weights/best.pt", "--data", mixed_folders, "--verbose",
+    out = script_ok("val", "--weights", run / "weights/best.pt", "--data", mixed_folders, "--verbose",
                  "--project", tmp_path, "--name", "v")
     assert "top1_acc   top5_acc" in out
     line = next(x for x in out.splitlines() if "top-1 accuracy" in x)
@@ -546,7 +538,7 @@ def test_val_top1_top5_per_class_and_confusion_matrix(trained, mixed_folders, tm
 @pytest.mark.slow
 def test_predict_folder_and_glob(trained, mixed_folders, tmp_path):
     _, run = trained
-    out = script("detect", "--weights", run / "weights/best.pt", "--source", mixed_folders / "val" / CLASS_NAMES[2],
+    out = script_ok("detect", "--weights", run / "weights/best.pt", "--source", mixed_folders / "val" / CLASS_NAMES[2],
                  "--project", tmp_path, "--name", "p", "--save-txt")
     assert "4 images/frames classified, top-1:" in out
     assert len(list((tmp_path / "p/labels").glob("*.txt"))) == 4
@@ -563,7 +555,7 @@ def test_export_onnx_parity_then_onnx_in_val_and_detect(trained, mixed_folders, 
     _, run = trained
     weights = tmp_path / "best.pt"
     shutil.copy(run / "weights/best.pt", weights)
-    out = script("export", "--weights", weights, "--include", "onnx")
+    out = script_ok("export", "--weights", weights, "--include", "onnx")
     assert "ONNX parity on bus.jpg (1, 3): max abs diff" in out and "(class probabilities)" in out
     assert float(out.split("max abs diff ")[1].split()[0]) < 1e-4
     onnx = tmp_path / "best.onnx"
@@ -575,9 +567,9 @@ def test_export_onnx_parity_then_onnx_in_val_and_detect(trained, mixed_folders, 
         probs, logits = model(x)
     z = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     assert np.abs(z - probs.numpy()).max() < 1e-5
-    out = script("val", "--weights", onnx, "--data", mixed_folders, "--project", tmp_path, "--name", "ov")
+    out = script_ok("val", "--weights", onnx, "--data", mixed_folders, "--project", tmp_path, "--name", "ov")
     assert "best.onnx on" in out and "(10 images, 32 px)" in out
-    out = script("detect", "--weights", onnx, "--source", f"{mixed_folders}/val/**/*.*", "--project", tmp_path,
+    out = script_ok("detect", "--weights", onnx, "--source", f"{mixed_folders}/val/**/*.*", "--project", tmp_path,
                  "--name", "op")
     assert "10 images/frames classified" in out
 

@@ -12,23 +12,9 @@ import cv2
 import pytest
 import torch
 
-from helpers import REPO
+from helpers import ok, script
 
 pytestmark = pytest.mark.slow
-
-
-def script(name: str, *args, cwd=None) -> subprocess.CompletedProcess:
-    """Run one of the root scripts as a user would; returns the finished process (stdout+stderr in .stdout)."""
-    env = {**os.environ, "YOLO_VERBOSE": "true"}  # the scripts print what a user sees
-    return subprocess.run(
-        [sys.executable, str(REPO / f"{name}.py"), *map(str, args)],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
-    )
-
-
-def ok(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope="module")
