@@ -168,16 +168,21 @@ def latency_rows(label_times: dict) -> dict:
 # Training.
 
 
-def training_setup(name: str, batch: int, imgsz: int):
-    """(model in train mode with loss hyperparameters, SGD optimizer, batch dict) for one training step."""
+def training_setup(name: str, batch: int, imgsz: int, device: str = "cpu", amp: bool = False):
+    """A function running one training step of `name` (train mode, the trainer's loss gains, SGD) on a random batch.
+
+    `amp` (CUDA): fp16 autocast and a GradScaler around the step, as the ultralytics trainer does. The step
+    synchronises the device before returning, so wall-clock timing counts its GPU work.
+    """
     import torch
     from ultralytics.cfg import get_cfg
 
     from spd_yolo import build_model
 
-    model = build_model(name, nc=80).train()
+    model = build_model(name, nc=80).to(device).train()
     model.args = get_cfg()  # loss gains (box, cls, dfl) as the ultralytics trainer sets them
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.937, nesterov=True)
+    scaler = torch.amp.GradScaler(torch.device(device).type, enabled=amp)
     g, n = torch.Generator().manual_seed(0), 4
     data = {
         "img": torch.rand(batch, 3, imgsz, imgsz, generator=g),
@@ -185,12 +190,17 @@ def training_setup(name: str, batch: int, imgsz: int):
         "cls": torch.randint(0, 80, (batch * n, 1), generator=g).float(),
         "bboxes": torch.rand(batch * n, 4, generator=g) * 0.4 + 0.3,  # normalised xywh
     }
+    data = {k: v.to(device) for k, v in data.items()}
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss, _ = model.loss(data)
-        loss.sum().backward()
-        opt.step()
+        with torch.autocast(torch.device(device).type, dtype=torch.float16, enabled=amp):
+            loss, _ = model.loss(data)
+        scaler.scale(loss.sum()).backward()
+        scaler.step(opt)
+        scaler.update()
+        sync()
 
     return step
 

@@ -2,12 +2,13 @@
 """The SPD layer against a memory copy, and its share of a whole model's time (issue #4, part 1).
 
 Part A: space-to-depth (s=2) forward, and forward plus backward, at (1, 64, 160, 160) and (16, 32, 320, 320) by
-default: the plain torch reference (slicing + cat), the compiled kernel of `spd_yolo.fast_spd`, and
-``pixel_unshuffle`` (another channel order, for comparison), each as a ratio to one contiguous copy of the input
-(``x.clone()``; forward plus backward: two copies, of the input and of the output gradient; "autograd floor" is
-``x.clone()`` forward and backward through autograd, what any autograd op of that size pays). All variants run in
-turn within each round (rotating order; a fast variant runs back to back for at least 50 ms per round and counts
-its mean time per call); medians over rounds, and the median of the per-round ratios ("paired").
+default: the plain torch reference (slicing + cat), the compiled kernel of `spd_yolo.fast_spd`, the same channel
+order as a view + permute + one copy ("permute"), and ``pixel_unshuffle`` (another channel order, for comparison),
+each as a ratio to one contiguous copy of the input (``x.clone()``; forward plus backward: two copies, of the input
+and of the output gradient; "autograd floor" is ``x.clone()`` forward and backward through autograd, what any
+autograd op of that size pays). All variants run in turn within each round (rotating order; a fast variant runs
+back to back for at least 50 ms per round and counts its mean time per call); medians over rounds, and the median
+of the per-round ratios ("paired").
 
 Part B: the SPD layers' share of yolov5n-SPD's time, reference vs fast: a training step's forward and backward
 (batch 8, 320x320, output summed) and a fused batch-1 640x640 inference forward. The whole model is timed with the
@@ -51,7 +52,7 @@ def parse_args(argv: list[str] | None = None):
     args.shapes = [_parse_shape(parser, s) for s in (args.shape or DEFAULT_SHAPES)]
     if args.device != "cpu" and not args.device.startswith("cuda"):
         parser.error(f"--device must be cpu or cuda[:i], got '{args.device}'")
-    args.repeats = args.repeats or (4 if args.quick else 16)  # multiples of the 4 variants (order rotates)
+    args.repeats = args.repeats or (4 if args.quick else 16)  # the order of the variants rotates from round to round
     return parser, args
 
 
@@ -105,9 +106,22 @@ def layer_variants(x, g, device: str) -> tuple[dict, dict]:
     if use_fast:
         fwd["fast"] = timed(lambda: space_to_depth(x.detach()))
         both["fast"] = fwd_bwd(space_to_depth)
+    # The same channel order as one strided copy (a view, a permute, one copy op): on a GPU a candidate for a single
+    # kernel; checked equal to the reference before it is timed.
+    fwd["permute"] = timed(lambda: permute_spd(x.detach()))
+    both["permute"] = fwd_bwd(permute_spd)
+    if not torch.equal(permute_spd(x.detach()), space_to_depth_reference(x.detach())):
+        raise AssertionError("permute_spd differs from the reference")
     fwd["pixel_unshuffle"] = timed(lambda: F.pixel_unshuffle(x.detach(), 2))
     both["pixel_unshuffle"] = fwd_bwd(lambda t: F.pixel_unshuffle(t, 2))
     return fwd, both
+
+
+def permute_spd(x):
+    """Space-to-depth (s=2) in the reference's channel order, as a view + permute + one copy. (B, C, H, W) ->
+    (B, 4C, H/2, W/2); output channel (2 dx + dy) C + c holds x[:, c, 2i + dy, 2j + dx]."""
+    b, c, h, w = x.shape
+    return x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 5, 3, 1, 2, 4).reshape(b, 4 * c, h // 2, w // 2)
 
 
 def bench_layer(shape, device: str, repeats: int) -> list[dict]:

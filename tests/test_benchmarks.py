@@ -1,0 +1,194 @@
+# SPD-YOLO, AGPL-3.0 license
+"""The benchmark scripts: bad arguments rejected before any work (clear message, exit code 2, nothing written),
+result files written atomically, and every script's --quick run finishing with a readable results file."""
+
+import importlib
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from helpers import REPO
+
+
+def _bench_module(name: str):
+    """Import benchmarks/<name>.py (a script folder, not a package)."""
+    folder = str(REPO / "benchmarks")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module(name)
+
+
+CASES = [
+    ("bench_small_objects.py", ["--pair", "yolov9z"], "--pair yolov9z: unknown; choose one of yolov5n"),
+    ("bench_small_objects.py", ["--eval-imgsz", "256", "100"], "must be a positive multiple of 32"),
+    ("bench_small_objects.py", ["--threads", "0"], "--threads must be an integer >= 1"),
+    ("bench_small_objects.py", ["--seeds", "1", "1"], "--seeds must be distinct"),
+    ("bench_small_objects.py", ["--out", "results.txt"], "--out must end in .json or .md"),
+    ("bench_detect_load.py", ["--imgsz", "250"], "--imgsz must be a positive multiple of 32"),
+    ("bench_detect_load.py", ["--items", "10"], "--items must be >= 100"),
+    ("bench_detect_load.py", ["--threads", "-1"], "--threads must be an integer >= 1"),
+    ("bench_classify.py", ["--models", "resnet34-SPD"], "resnet34-SPD"),
+    ("bench_classify.py", ["--imgsz", "48"], "--imgsz must be a positive multiple of 32"),
+    ("bench_classify.py", ["--threads", "0"], "--threads must be an integer >= 1"),
+    ("bench_classify.py", ["--n-classes", "11"], "--n-classes must be in 2..10"),
+    ("bench_classify.py", ["--epochs", "-1"], "--epochs must be an integer >= 1"),
+]
+
+
+@pytest.mark.parametrize("script,argv,message", CASES, ids=[f"{c[0]}:{c[1][0]}" for c in CASES])
+def test_bad_benchmark_arguments(script, argv, message, tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *argv], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.parametrize(
+    "script,argv,message",
+    [
+        ("bench_models", ["--models", "yolov9z-SPD"], "unknown model 'yolov9z-SPD'"),
+        ("bench_models", ["--models", "yolov5n"], "unknown model 'yolov5n'"),
+        ("bench_models", ["--imgsz", "100"], "--imgsz must be a positive multiple of 32"),
+        ("bench_models", ["--train-imgsz", "0"], "--train-imgsz must be a positive multiple of 32"),
+        ("bench_models", ["--threads", "0"], "--threads must be an integer >= 1"),
+        ("bench_models", ["--train-batch", "0"], "--train-batch must be an integer >= 1"),
+        ("bench_models", ["--out", "results.txt"], "--out must end in .json or .md"),
+        ("bench_spd_layer", ["--threads", "-1"], "--threads must be an integer >= 1"),
+        ("bench_spd_layer", ["--shape", "1,64,150,160"], "must be a positive multiple of 32"),
+        ("bench_spd_layer", ["--shape", "1,64,160"], "four positive integers"),
+        ("bench_spd_layer", ["--repeats", "0"], "--repeats must be an integer >= 1"),
+        ("bench_spd_layer", ["--out", "/no/such/folder/r.json"], "does not exist"),
+        ("bench_gpu", ["--models", "yolov5n"], "unknown model 'yolov5n'"),
+        ("bench_gpu", ["--device", "cpu", "--imgsz", "650"], "--imgsz must be a positive multiple of 32"),
+        ("bench_gpu", ["--device", "cpu", "--train-imgsz", "16"], "--train-imgsz must be a positive multiple of 32"),
+        ("bench_gpu", ["--device", "cpu", "--batches", "1", "0"], "--batches must be integers >= 1, got 1 0"),
+        ("bench_gpu", ["--device", "cpu", "--train-batch", "-4"], "--train-batch must be integers >= 1"),
+        ("bench_gpu", ["--device", "gpu0"], "--device must be cuda, cuda:i, i or cpu, got 'gpu0'"),
+        ("bench_gpu", ["--device", "cpu", "--threads", "0"], "--threads must be an integer >= 1"),
+        ("bench_gpu", ["--device", "cuda:99"], "--device cuda:99: this machine has"),
+    ],
+)
+def test_benchmarks_reject_bad_arguments(script, argv, message, capsys):
+    module = _bench_module(script)
+    with pytest.raises(SystemExit) as exit_info:
+        module.parse_args(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_benchmark_results_are_written_atomically(tmp_path, monkeypatch):
+    common = _bench_module("common")
+    out = tmp_path / "r.json"
+    common.write_results(out, {"a": 1}, "| a |")
+    assert out.read_text().strip().startswith("{") and sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+    def boom(*_):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(common.os, "replace", boom)
+    with pytest.raises(OSError):
+        common.write_results(tmp_path / "new.md", {}, "| b |")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # no partial or temporary file left
+    with pytest.raises(TypeError):
+        common.write_results(out, {"x": object()}, "")  # unserialisable: fails before touching the old file
+    assert out.read_text().strip().startswith("{")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_gpu_benchmark_without_a_gpu_says_so(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _bench_module("bench_gpu").parse_args([])  # default --device cuda
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "no CUDA device" in err and "use --device cpu" in err
+
+
+def test_permute_variant_is_the_reference_channel_order(rng):
+    """bench_spd_layer's 'permute' variant: the same bytes as the slicing reference (it also checks before timing)."""
+    from spd_modules import space_to_depth_reference
+
+    permute_spd = _bench_module("bench_spd_layer").permute_spd
+    x = torch.randn(2, 3, 8, 12, generator=rng)
+    assert torch.equal(permute_spd(x), space_to_depth_reference(x))
+    assert not torch.equal(permute_spd(x), torch.nn.functional.pixel_unshuffle(x, 2))  # a different order
+
+
+def test_small_object_table_keeps_negative_differences(monkeypatch):
+    """SPD - stock is paired by seed and may be negative; pycocotools' -1 (undefined) is left out, never averaged."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from bench_small_objects import METRICS, table_rows
+
+    stock = {64: {m: [0.30, 0.20, -1.0] for m in METRICS}}
+    spd = {64: {m: [0.10, 0.30, 0.50] for m in METRICS}}
+    rows = table_rows({"a.yaml": stock, "b": spd}, "a.yaml", "b", [64])
+    assert rows[0][:3] == ["a", 64, "25.0 ± 7.1"]  # the -1 of seed 3 is not a value
+    assert rows[1][2] == "30.0 ± 20.0"
+    assert rows[2][2] == "-5.0 ± 21.2"  # seeds 1 and 2 only: -20 and +10 points
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Every benchmark runs end to end in its --quick mode (seconds each) and writes a readable results file.
+
+
+def _quick(script: str, tmp_path, *extra) -> dict:
+    """Run benchmarks/<script>.py --quick --out r.json in `tmp_path`; the parsed results (exit 0 asserted)."""
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{script}.py"), "--quick", "--out", "r.json",
+                          *extra], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "|---" in out.stdout  # printed a table
+    return json.loads((tmp_path / "r.json").read_text())
+
+
+def test_quick_spd_layer_benchmark(tmp_path):
+    from spd_yolo import fast_spd
+
+    data = _quick("bench_spd_layer", tmp_path)
+    fwd = {r["variant"]: r for r in data["layer"] if r["pass"] == "forward"}
+    expected = {"copy", "reference", "permute", "pixel_unshuffle"}
+    expected |= {"fast"} if fast_spd.kernel_available() else set()
+    assert set(fwd) == expected and fwd["copy"]["x_copy"] == 1.0
+    assert {r["variant"] for r in data["layer"] if r["pass"] == "forward+backward"} == expected | {"autograd floor"}
+    assert [r["path"] for r in data["model_share"]] == ["reference", "fast"] * 2
+    assert all(0 < r["share"] < 1 for r in data["model_share"])
+
+
+def test_quick_models_benchmark(tmp_path):
+    (pair,) = _quick("bench_models", tmp_path)["pairs"]
+    assert (pair["spd"], pair["stock"]) == ("yolov5n-SPD", "yolov5n")
+    assert pair["gflops"][0] > pair["gflops"][1] and pair["params"][0] > pair["params"][1]
+    assert {"fused SPD", "fused stock", "fused SPD, strided rewrite", "ORT SPD", "ORT SPD, strided rewrite",
+            "unfused SPD", "unfused stock"} <= set(pair["latency"])
+    assert pair["train"]["time_ratio"] > 0 and min(pair["train"]["images_per_s"]) > 0
+    assert all(m["step_mib"] > 0 for m in pair["memory"])
+
+
+def test_quick_gpu_benchmark_on_cpu(tmp_path):
+    data = _quick("bench_gpu", tmp_path, "--device", "cpu")
+    assert data["environment"]["device"] == "cpu"
+    got = [(r["batch"], r["variant"], r["dtype"]) for r in data["latency"]]
+    assert got == [(b, v, "float32") for b in (1, 2) for v in ("SPD", "SPD, strided rewrite", "stock")]
+    (train,) = data["train"]
+    assert train["spd"] == "yolov5s-SPD" and train["time_ratio"] > 0 and train["peak_step_mib"] == [None, None]
+    assert {r["variant"] for r in data["layer"]} >= {"copy", "reference", "permute", "autograd floor"}
+    assert 1.5 < data["gflops_ratio"]["yolov5s-SPD"] < 2
+
+
+def test_quick_small_object_benchmark(tmp_path):
+    data = _quick("bench_small_objects", tmp_path, "--project", "runs")
+    assert set(data["results"]) == {"yolov5n", "yolov5n-SPD"}
+    assert list((tmp_path / "runs").glob("ap_s_vs_resolution_*.png"))
+
+
+def test_quick_classification_benchmark(tmp_path):
+    data = _quick("bench_classify", tmp_path)
+    assert "accuracy" in data and "speed" in data
+
+
+def test_quick_detect_load_benchmark(tmp_path):
+    runs = _quick("bench_detect_load", tmp_path)["runs"]
+    assert {r["input"] for r in runs} == {"video", "images"}
+    assert all(r["output_frames"] == r["items"] for r in runs if r["input"] == "video")
