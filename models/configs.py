@@ -21,6 +21,7 @@ __all__ = (
     "CONFIG_DIR",
     "available_models",
     "resolve_model_cfg",
+    "resolve_model_yaml",
     "load_model_yaml",
     "build_model",
     "build_errors",
@@ -83,13 +84,20 @@ def resolve_model_cfg(model: str | Path) -> str:
     return text
 
 
+def resolve_model_yaml(model: str | Path) -> str:
+    """`resolve_model_cfg` where only a model YAML makes sense (``train.py --cfg``, `load_model_yaml`): a bare name
+    that is not a file names a YAML (``yolov5n`` -> ``yolov5n.yaml``, which ultralytics ships), not a checkpoint."""
+    path = resolve_model_cfg(model)
+    return path if Path(path).suffix or Path(path).exists() else f"{path}.yaml"
+
+
 def load_model_yaml(model: str | Path) -> dict:
     """Read a model YAML (name or path) the way ultralytics does (scale from the name), with clear errors."""
     from ultralytics.nn import tasks
 
     from spd_yolo.models.registry import check_model_dict
 
-    path = resolve_model_cfg(model)
+    path = resolve_model_yaml(model)
     try:
         d = tasks.yaml_model_load(path)
     except FileNotFoundError:

@@ -73,6 +73,16 @@ def test_model_yaml_errors_through_train_cli(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
+def test_unknown_bare_model_name_through_train_cli(tmp_path, capsys):
+    """`train.py --cfg foo` (no such YAML): one error line naming it and the models there are, not a traceback."""
+    from spd_yolo.cli import train
+
+    assert train.cli(["--cfg", "foo", "--data", str(tmp_path / "d.yaml"), "--project", str(tmp_path / "runs")]) == 1
+    err = capsys.readouterr().err
+    assert "model YAML foo.yaml not found" in err and "yolov5n-SPD" in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+
+
 def _write_image(path, img):
     path.parent.mkdir(parents=True, exist_ok=True)
     assert cv2.imwrite(str(path), img)

@@ -248,6 +248,24 @@ def test_resolve_model_cfg_passthrough_and_errors(tmp_path):
             spd_yolo.resolve_model_cfg(bad)
 
 
+def test_bare_stock_and_unknown_names_as_model_yamls(tmp_path, monkeypatch):
+    """Where a model YAML is expected, a bare name means that YAML: `yolov5n` is ultralytics' yolov5n.yaml (scale n),
+    an unknown one is an SPDConfigError naming it (was an AssertionError from ultralytics' suffix check)."""
+    from spd_yolo.models.configs import resolve_model_yaml
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model_yaml("yolov5n") == "yolov5n.yaml"
+    assert resolve_model_yaml("yolov5n-SPD") == str(spd_yolo.CONFIG_DIR / "yolov5n-SPD.yaml")
+    (tmp_path / "mine").write_text("nc: 1\n")
+    assert resolve_model_yaml("mine") == "mine"  # an existing file is taken as it is
+    d = spd_yolo.load_model_yaml("yolov5n")
+    assert d["scale"] == "n" and d["backbone"] == spd_yolo.load_model_yaml("yolov5n.yaml")["backbone"]
+    assert sum(p.numel() for p in spd_yolo.build_model("yolov5n").parameters()) == sum(
+        p.numel() for p in spd_yolo.build_model("yolov5n.yaml").parameters())
+    with pytest.raises(spd_yolo.SPDConfigError, match="model YAML nosuchmodel not found"):
+        spd_yolo.load_model_yaml("nosuchmodel")
+
+
 def test_config_dir_is_the_repo_folder():
     assert spd_yolo.CONFIG_DIR == REPO / "yaml_configs"
     classifiers = ["resnet18", "resnet18-SPD", "resnet50", "resnet50-SPD"]

@@ -144,7 +144,8 @@ def _trainer(task: str):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from spd_yolo import YOLO, resolve_model_cfg
+    from spd_yolo import YOLO
+    from spd_yolo.models.configs import resolve_model_yaml
     from spd_yolo.engine import classification_label_smoothing, label_smoothing
 
     if args.resume:
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         raise CLIError("give --cfg (model YAML or name, e.g. yolov5n-SPD) and/or --weights (a .pt checkpoint)")
     model = None
     if args.cfg:
-        task = cfg_task(resolve_model_cfg(args.cfg))
+        task = cfg_task(resolve_model_yaml(args.cfg))
     else:
         model = load_model(weights)
         task = model.task
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         data = check_data_yaml(args.data, ("train", "val"))
         args.imgsz = 640 if args.imgsz is None else args.imgsz
     overrides = load_hyp(args.hyp) if args.hyp else {}
-    model = model or YOLO(resolve_model_cfg(args.cfg))
+    model = model or YOLO(resolve_model_yaml(args.cfg))
     if args.label_smoothing:
         smooth = classification_label_smoothing if task == "classify" else label_smoothing
         model.add_callback("on_pretrain_routine_end", smooth(args.label_smoothing))
