@@ -105,6 +105,9 @@ def layer_variants(x, g, device: str) -> tuple[dict, dict]:
     both["autograd floor"] = timed(lambda: (setattr(x, "grad", None), x.clone().backward(g_flat)))
     if use_fast:
         fwd["fast"] = timed(lambda: space_to_depth(x.detach()))
+        # The kernel call alone: output allocation and the ctypes call, without deciding whether the kernel applies.
+        kernel = fast_spd._kernel()
+        fwd["fast, kernel call only"] = timed(lambda: fast_spd._run(kernel, x.detach(), inverse=False))
         both["fast"] = fwd_bwd(space_to_depth)
     # The same channel order as one strided copy (a view, a permute, one copy op): on a GPU a candidate for a single
     # kernel; checked equal to the reference before it is timed.
