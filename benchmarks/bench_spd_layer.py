@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 DEFAULT_SHAPES = ("1,64,160,160", "16,32,320,320")
+VARIANTS = ("reference", "fast", "fast, kernel call only", "permute", "pixel_unshuffle", "autograd floor")
 
 
 def parse_args(argv: list[str] | None = None):
@@ -44,6 +45,9 @@ def parse_args(argv: list[str] | None = None):
                         help=f"tensor shape, repeatable (default: {' and '.join(DEFAULT_SHAPES)})")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:i]; the fast kernel is CPU-only")
     parser.add_argument("--no-model", action="store_true", help="skip part B (the share of a whole model)")
+    parser.add_argument("--variants", nargs="+", default=None, choices=VARIANTS, metavar="NAME",
+                        help="time only these variants against the copy (default: all): "
+                             + ", ".join(f"'{v}'" for v in VARIANTS))
     parser.add_argument("--alloc", choices=("steady", "system"), default="steady",
                         help="steady (default, Linux/glibc): malloc keeps freed buffers, so no variant pays fresh "
                              "page faults and the ratios compare memory traffic; system: the allocator's defaults")
@@ -127,14 +131,16 @@ def permute_spd(x):
     return x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 5, 3, 1, 2, 4).reshape(b, 4 * c, h // 2, w // 2)
 
 
-def bench_layer(shape, device: str, repeats: int) -> list[dict]:
-    """Rows {shape, pass, variant, ms, x_copy, x_copy_paired} for one shape."""
+def bench_layer(shape, device: str, repeats: int, only: list[str] | None = None) -> list[dict]:
+    """Rows {shape, pass, variant, ms, x_copy, x_copy_paired} for one shape; `only`: these variants (and the copy)."""
     import torch
 
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=gen).to(device).requires_grad_()
     g = torch.randn(shape[0], 4 * shape[1], shape[2] // 2, shape[3] // 2, generator=gen).to(device)
     fwd, both = layer_variants(x, g, device)
+    if only:
+        fwd, both = ({k: v for k, v in d.items() if k == "copy" or k in only} for d in (fwd, both))
     rows = []
     for label, variants in (("forward", fwd), ("forward+backward", both)):
         times = common.interleaved(variants, repeats, warmup=2, min_sample_s=0.05)
@@ -287,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for shape in args.shapes:
-        rows += bench_layer(shape, args.device, args.repeats)
+        rows += bench_layer(shape, args.device, args.repeats, args.variants)
         print(f"measured {shape}", file=sys.stderr, flush=True)
     text = (f"SPD layer vs a contiguous copy ({args.device}, fp32, median of {args.repeats} interleaved rounds of at "
             f"least 50 ms per variant; allocation: {args.alloc}):\n\n")

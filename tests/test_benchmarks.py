@@ -62,6 +62,7 @@ def test_bad_benchmark_arguments(script, argv, message, tmp_path):
         ("bench_spd_layer", ["--shape", "1,64,160"], "four positive integers"),
         ("bench_spd_layer", ["--repeats", "0"], "--repeats must be an integer >= 1"),
         ("bench_spd_layer", ["--out", "/no/such/folder/r.json"], "does not exist"),
+        ("bench_spd_layer", ["--variants", "bogus"], "invalid choice: 'bogus'"),
         ("bench_gpu", ["--models", "yolov5n"], "unknown model 'yolov5n'"),
         ("bench_gpu", ["--device", "cpu", "--imgsz", "650"], "--imgsz must be a positive multiple of 32"),
         ("bench_gpu", ["--device", "cpu", "--train-imgsz", "16"], "--train-imgsz must be a positive multiple of 32"),
@@ -115,6 +116,13 @@ def test_permute_variant_is_the_reference_channel_order(rng):
     x = torch.randn(2, 3, 8, 12, generator=rng)
     assert torch.equal(permute_spd(x), space_to_depth_reference(x))
     assert not torch.equal(permute_spd(x), torch.nn.functional.pixel_unshuffle(x, 2))  # a different order
+
+
+def test_layer_benchmark_times_only_the_variants_asked_for():
+    rows = _bench_module("bench_spd_layer").bench_layer((1, 4, 64, 64), "cpu", 1, only=["permute"])
+    assert [(r["pass"], r["variant"]) for r in rows] == [
+        ("forward", "copy"), ("forward", "permute"), ("forward+backward", "copy"), ("forward+backward", "permute")]
+    assert all(r["ms"] > 0 for r in rows)
 
 
 def test_small_object_table_keeps_negative_differences(monkeypatch):
