@@ -83,8 +83,9 @@ def check_device(parser, text: str) -> str:
         parser.error(f"--device must be cuda, cuda:i, i or cpu, got '{text}'")
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if int(index) >= count:
-        there = f"{count} CUDA device(s) (0..{count - 1})" if count else "no CUDA device (torch.cuda.is_available() " \
-                                                                       "is False)"
+        there = f"{count} CUDA device(s) (0..{count - 1})"
+        if not count:
+            there = "no CUDA device (torch.cuda.is_available() is False)"
         parser.error(f"--device {text}: this machine has {there}; use --device cpu for a CPU smoke run")
     return f"cuda:{index}"
 

@@ -23,6 +23,7 @@ Usage:
     .venv/bin/python benchmarks/bench_spd_layer.py                  # defaults: 2 threads, ~3 min
     .venv/bin/python benchmarks/bench_spd_layer.py --quick          # smoke test (seconds)
     .venv/bin/python benchmarks/bench_spd_layer.py --device cuda    # GPU: reference vs device-to-device copy
+    .venv/bin/python benchmarks/bench_spd_layer.py --no-model --shape 1,64,160,160 --variants fast   # fast vs copy only
 """
 
 from __future__ import annotations

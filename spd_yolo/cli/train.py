@@ -145,8 +145,8 @@ def _trainer(task: str):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from spd_yolo import YOLO
-    from spd_yolo.models.configs import resolve_model_yaml
     from spd_yolo.engine import classification_label_smoothing, label_smoothing
+    from spd_yolo.models.configs import resolve_model_yaml
 
     if args.resume:
         model = load_model(resume_checkpoint(args.resume, args.project))
