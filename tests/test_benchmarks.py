@@ -125,11 +125,10 @@ def test_layer_benchmark_times_only_the_variants_asked_for():
     assert all(r["ms"] > 0 for r in rows)
 
 
-def test_small_object_table_keeps_negative_differences(monkeypatch):
+def test_small_object_table_keeps_negative_differences():
     """SPD - stock is paired by seed and may be negative; pycocotools' -1 (undefined) is left out, never averaged."""
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
-    from bench_small_objects import METRICS, table_rows
-
+    bench = _bench_module("bench_small_objects")
+    METRICS, table_rows = bench.METRICS, bench.table_rows
     stock = {64: {m: [0.30, 0.20, -1.0] for m in METRICS}}
     spd = {64: {m: [0.10, 0.30, 0.50] for m in METRICS}}
     rows = table_rows({"a.yaml": stock, "b": spd}, "a.yaml", "b", [64])
