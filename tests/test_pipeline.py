@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -131,6 +132,26 @@ def test_export_strided_spd_is_exact_and_has_no_spd(run_dir, dataset, tmp_path):
     val = ok(script("val", "--weights", tmp_path / "best.onnx", "--data", dataset, "--img", 64, "--project", tmp_path,
                     "--name", "strided"))
     assert "AP_S" in val
+
+
+def test_detect_strided_spd_gives_the_same_detections(run_dir, dataset, tmp_path):
+    """detect.py --strided-spd runs SPD + conv as strided convs: the same boxes and scores as the model as built
+    (to the 6 decimals of the label files), and an exported model is refused with a pointer to export.py."""
+    weights, images = run_dir / "weights/best.pt", dataset.parent / "images/val"
+    runs = {}
+    for name, extra in (("built", ()), ("strided", ("--strided-spd",))):
+        out = ok(script("detect", "--weights", weights, "--source", images, "--img", 64, "--conf-thres", 0.001,
+                        "--save-txt", "--save-conf", "--nosave", "--project", tmp_path, "--name", name, *extra))
+        runs[name] = {f.name: np.loadtxt(f, ndmin=2) for f in (tmp_path / name / "labels").glob("*.txt")}
+    assert "--strided-spd: 5 SPD layer(s) rewritten as strided convolutions" in out
+    assert runs["built"] and sorted(runs["built"]) == sorted(runs["strided"])
+    for f, boxes in runs["built"].items():
+        assert boxes.shape == runs["strided"][f].shape and len(boxes) > 0
+        np.testing.assert_allclose(runs["strided"][f], boxes, atol=1e-5)
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"not read")
+    bad = script("detect", "--weights", onnx, "--source", images, "--strided-spd")
+    assert bad.returncode != 0 and "--strided-spd rewrites a .pt model" in bad.stderr + bad.stdout
 
 
 def test_transfer_from_stock_checkpoint(dataset, tmp_path):

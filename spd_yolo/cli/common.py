@@ -95,6 +95,24 @@ def load_model(weights: str):
         raise CLIError(f"--weights {weights}: not a loadable model ({type(e).__name__}: {str(e).splitlines()[0]})") from e
 
 
+def add_strided_spd(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--strided-spd", action="store_true",
+        help=f"{what} each SPD + convolution as the equal strided convolution (spd_yolo.rewrite: exact up to "
+        "float rounding; faster in ONNX Runtime and for yolov5n-SPD in torch, see BENCHMARKS.md)",
+    )
+
+
+def strided_spd(model, flag: str = "--strided-spd") -> None:
+    """Fuse `model` (a YOLO, .pt) and rewrite each SPD + convolution in it as the equal strided convolution, in place;
+    says how many were rewritten."""
+    from spd_yolo.rewrite import rewrite_spd
+
+    model.model, done = rewrite_spd(model.model.fuse().eval())
+    print(f"{flag}: {len(done)} SPD layer(s) rewritten as strided convolutions" if done else
+          f"{flag}: the model has no SPD + convolution pair to rewrite; it runs as it is")
+
+
 def data_names(path: str) -> dict:
     """Class names of a data YAML (from 'names', or 'nc' placeholders)."""
     data = yaml.safe_load(Path(path).read_text()) or {}

@@ -13,6 +13,7 @@ Examples:
     python detect.py --weights best.onnx --source 'images/*.jpg' --conf-thres 0.4 --save-txt
     python detect.py --weights best.pt --source 0                         # webcam 0
     python detect.py --weights best.pt --source rtsp://host/stream        # stream URL
+    python detect.py --weights best.pt --source images/ --strided-spd     # SPD + conv run as strided convs (exact)
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ from spd_yolo.cli.common import (
     add_device,
     add_imgsz,
     add_run_dir,
+    add_strided_spd,
     check_imgsz,
     check_source,
     check_weights,
     load_model,
     run_main,
+    strided_spd,
     trained_imgsz,
 )
 
@@ -59,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hide-conf", action="store_true", help="do not draw confidences")
     p.add_argument("--half", action="store_true", help="FP16 inference (GPU)")
     p.add_argument("--vid-stride", type=int, default=1, help="process every Nth video frame")
+    add_strided_spd(p, "run")
     return p
 
 
@@ -73,7 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     source = check_source(args.source)
     if args.vid_stride < 1:
         raise CLIError(f"--vid-stride {args.vid_stride}: must be >= 1")
+    if args.strided_spd and not weights.endswith(".pt"):
+        raise CLIError(f"--strided-spd rewrites a .pt model; {weights} is already exported (export it with "
+                       "export.py --strided-spd instead)")
     model = load_model(weights)
+    if args.strided_spd:
+        strided_spd(model)
     if model.task == "classify":
         return _classify(model, weights, source, args)
     results = model.predict(

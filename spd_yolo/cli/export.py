@@ -24,10 +24,12 @@ from spd_yolo.cli.common import (
     CLIError,
     HelpFormatter,
     add_device,
+    add_strided_spd,
     check_imgsz,
     check_weights,
     load_model,
     run_main,
+    strided_spd,
     trained_imgsz,
 )
 
@@ -53,11 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parity-image", default="", help="image for the ONNX parity check (default: ultralytics' bus.jpg)")
     p.add_argument("--parity-tol", type=float, default=1e-3, help="largest allowed absolute output difference")
     p.add_argument("--no-parity", action="store_true", help="skip the ONNX parity check")
-    p.add_argument(
-        "--strided-spd", action="store_true",
-        help="export each SPD + convolution as the equal strided convolution (spd_yolo.rewrite: exact up to "
-        "rounding, checked by the parity test; faster in ONNX Runtime, see BENCHMARKS.md)",
-    )
+    add_strided_spd(p, "export")
     return p
 
 
@@ -93,11 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     model = load_model(weights)
     if args.strided_spd:
-        from spd_yolo.rewrite import rewrite_spd
-
-        model.model, done = rewrite_spd(model.model.fuse().eval())
-        print(f"--strided-spd: {len(done)} SPD layer(s) rewritten as strided convolutions" if done else
-              "--strided-spd: the model has no SPD + convolution pair to rewrite; exported as it is")
+        strided_spd(model)
     if args.imgsz is None:  # detectors: 640; classifiers: the size they were trained at
         size = (trained_imgsz(model, weights) or 224) if model.task == "classify" else 640
         args.imgsz = size if isinstance(size, list) else [size]
