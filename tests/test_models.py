@@ -1,7 +1,6 @@
 # SPD-YOLO, AGPL-3.0 license
 """The model family: every config and scale builds, strides, shapes, no strided conv or pooling, parser bookkeeping."""
 
-
 import pytest
 import torch
 import torch.nn as nn

@@ -96,6 +96,7 @@ def load_model(weights: str):
 
 
 def add_strided_spd(parser: argparse.ArgumentParser, what: str) -> None:
+    """--strided-spd, the same flag for export.py and detect.py (`what`: the verb its help starts with)."""
     parser.add_argument(
         "--strided-spd", action="store_true",
         help=f"{what} each SPD + convolution as the equal strided convolution (spd_yolo.rewrite: exact up to "
