@@ -7,11 +7,11 @@
 - `SPDDetectionValidator`: the stock validator whose `eval_json` (run when ``save_json=True``) computes the COCO
   metrics with pycocotools for any YOLO-format dataset (or against an official COCO annotation file), prints the
   table and saves it as JSON and CSV in the run folder.
-- `label_smoothing(eps)`: a training callback giving the classification BCE YOLOv5-style smoothed targets.
+- `label_smoothing(eps)`: a training callback smoothing the classification targets: YOLOv5-style for a detector's
+  class BCE, smoothed cross-entropy for a classifier.
 - `SPDClassificationTrainer` / `SPDClassificationValidator`: the same for image classification (the ResNet models):
   the stock classification trainer made fault tolerant the same way, image-folder datasets checked before ultralytics
   sees them (never a download), and a validator that adds per-class top-1/top-5 accuracy (``verbose``).
-  `classification_label_smoothing(eps)` smooths the cross-entropy targets.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ __all__ = (
     "SmoothBCEWithLogits",
     "SPDClassificationTrainer",
     "SPDClassificationValidator",
-    "classification_label_smoothing",
+    "SmoothCrossEntropy",
 )
 
 
@@ -193,14 +193,21 @@ class SmoothBCEWithLogits(nn.BCEWithLogitsLoss):
 
 
 def label_smoothing(eps: float):
-    """Training callback (``on_pretrain_routine_end``) that smooths the classification targets of the loss by eps."""
+    """Training callback (``on_pretrain_routine_end``) that smooths the classification targets of the loss by eps:
+    a detector's class BCE gets YOLOv5-style targets (`SmoothBCEWithLogits`), a classifier's cross-entropy smoothed
+    targets (`SmoothCrossEntropy`)."""
     if not 0.0 <= eps < 1.0:
         raise ValueError(f"label smoothing must be in [0, 1), got {eps}")
 
     def apply(trainer) -> None:
+        from ultralytics.nn.tasks import ClassificationModel
         from ultralytics.utils.torch_utils import unwrap_model
 
         model = unwrap_model(trainer.model)
+        if isinstance(model, ClassificationModel):
+            model.criterion = SmoothCrossEntropy(eps)
+            LOGGER.info(f"label smoothing: cross-entropy targets smoothed by eps={eps}")
+            return
         model.criterion = model.init_criterion()
         model.criterion.bce = SmoothBCEWithLogits(eps)
         LOGGER.info(f"label smoothing: classification targets smoothed by eps={eps}")
@@ -282,17 +289,3 @@ class SmoothCrossEntropy:
         preds = preds[1] if isinstance(preds, (list, tuple)) else preds
         loss = nn.functional.cross_entropy(preds, batch["cls"], reduction="mean", label_smoothing=self.eps)
         return loss, {"loss": loss.detach()}
-
-
-def classification_label_smoothing(eps: float):
-    """Training callback (``on_pretrain_routine_end``) that smooths the cross-entropy targets of a classifier."""
-    if not 0.0 <= eps < 1.0:
-        raise ValueError(f"label smoothing must be in [0, 1), got {eps}")
-
-    def apply(trainer) -> None:
-        from ultralytics.utils.torch_utils import unwrap_model
-
-        unwrap_model(trainer.model).criterion = SmoothCrossEntropy(eps)
-        LOGGER.info(f"label smoothing: cross-entropy targets smoothed by eps={eps}")
-
-    return apply

@@ -470,14 +470,25 @@ def test_ddp_worker_imports_the_classification_trainer(good, tmp_path):
 
 
 def test_classification_label_smoothing():
-    from spd_yolo.engine import SmoothCrossEntropy, classification_label_smoothing
+    from spd_yolo.engine import SmoothBCEWithLogits, SmoothCrossEntropy, label_smoothing
 
     logits, target = torch.randn(6, 5), torch.randint(0, 5, (6,))
     loss, items = SmoothCrossEntropy(0.1)((torch.softmax(logits, 1), logits), {"cls": target})
     assert torch.allclose(loss, nn.functional.cross_entropy(logits, target, label_smoothing=0.1))
     assert items["loss"] == loss
     with pytest.raises(ValueError, match="label smoothing must be in"):
-        classification_label_smoothing(1.0)
+        label_smoothing(1.0)
+    # One callback for both tasks: a classifier gets the smoothed cross-entropy, a detector the smoothed BCE.
+    from types import SimpleNamespace
+
+    from ultralytics.cfg import get_cfg
+
+    classifier, detector = spd_yolo.build_model("resnet18-SPD", nc=5), spd_yolo.build_model("yolov5n-SPD", nc=5)
+    detector.args = get_cfg()
+    for model in (classifier, detector):
+        label_smoothing(0.1)(SimpleNamespace(model=model))
+    assert isinstance(classifier.criterion, SmoothCrossEntropy) and classifier.criterion.eps == 0.1
+    assert isinstance(detector.criterion.bce, SmoothBCEWithLogits) and detector.criterion.bce.eps == 0.1
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -145,7 +145,7 @@ def _trainer(task: str):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from spd_yolo import YOLO
-    from spd_yolo.engine import classification_label_smoothing, label_smoothing
+    from spd_yolo.engine import label_smoothing
     from spd_yolo.models.configs import resolve_model_yaml
 
     if args.resume:
@@ -182,8 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = load_hyp(args.hyp) if args.hyp else {}
     model = model or YOLO(resolve_model_yaml(args.cfg))
     if args.label_smoothing:
-        smooth = classification_label_smoothing if task == "classify" else label_smoothing
-        model.add_callback("on_pretrain_routine_end", smooth(args.label_smoothing))
+        model.add_callback("on_pretrain_routine_end", label_smoothing(args.label_smoothing))
     overrides.update(
         data=data,
         epochs=args.epochs,
