@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         classifier = guess_model_task(load_model_yaml(name)) == "classify"
         nc, sizes = (cls_nc, cls_sizes) if classifier else (det_nc, det_sizes)
         with _quiet():
-            ours = [model_stats(build_model(name, nc=nc), name, s) for s in sizes]
+            model = build_model(name, nc=nc)
+        ours = [model_stats(model, name, s) for s in sizes]
         stock = None
         if not args.no_stock and "-SPD" in name:
             stock_name = stock_counterpart(name)
