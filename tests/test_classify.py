@@ -446,6 +446,20 @@ def test_synthetic_set_is_deterministic(tmp_path):
     assert json.loads((a / ".complete").read_text())["seed"] == 3
 
 
+def test_synthetic_set_replaces_only_its_own_folder(tmp_path):
+    """Other arguments regenerate the set in place (nothing left beside it); a folder it did not write is refused."""
+    root = generate_cls_dataset(tmp_path / "s", n_train=1, n_val=1, n_classes=2)
+    generate_cls_dataset(root, n_train=2, n_val=1, n_classes=3)
+    assert json.loads((root / ".complete").read_text())["n_classes"] == 3
+    assert len(list(root.rglob("*.png"))) == 9 and [p.name for p in tmp_path.iterdir()] == ["s"]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(ValueError, match="not made by spd_yolo.data.synth_cls"):
+        generate_cls_dataset(mine, n_train=1, n_val=1, n_classes=2)
+    assert (mine / "notes.txt").read_text() == "keep" and [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
 def test_ddp_worker_imports_the_classification_trainer(good, tmp_path):
     from ultralytics.utils.dist import generate_ddp_file
 

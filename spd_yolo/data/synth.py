@@ -360,15 +360,15 @@ def _read_marker(root: Path) -> dict | None:
         return None
 
 
-def _check_replaceable(root: Path) -> None:
-    """Raise ValueError if ``root`` holds something we did not generate (never delete user data)."""
+def _check_replaceable(root: Path, maker: str = __name__, what: str = "the demo dataset") -> None:
+    """Raise ValueError if ``root`` holds something `maker` did not generate (never delete user data)."""
     if not root.exists():
         return
     if not root.is_dir():
-        raise ValueError(f"root {root} exists and is not a directory; choose another root for the demo dataset")
+        raise ValueError(f"root {root} exists and is not a directory; choose another root for {what}")
     if not (root / MARKER).is_file() and any(root.iterdir()):
         raise ValueError(
-            f"root {root} is a non-empty directory that was not made by spd_yolo.data.synth (no {MARKER} file); "
+            f"root {root} is a non-empty directory that was not made by {maker} (no {MARKER} file); "
             "refusing to overwrite it: choose another root or empty it"
         )
 

@@ -28,10 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from spd_yolo.data.synth import MARKER, _check_replaceable, _install, _read_marker  # one marker and install logic
+
 __all__ = ("CLASS_NAMES", "generate_cls_dataset")
 
 CLASS_NAMES = ("checker", "hstripes", "vstripes", "dot", "hbar", "vbar", "plus", "xcross", "ring", "corner")
-MARKER = ".complete"
 SPLITS = {"train": 0, "val": 1}
 
 
@@ -124,13 +125,9 @@ def generate_cls_dataset(
 
     args = _check_args(n_train, n_val, imgsz, n_classes, seed)
     root = Path(root).expanduser().resolve()
-    try:
-        if json.loads((root / MARKER).read_text()) == args:
-            return root
-    except (OSError, ValueError):
-        pass
-    if root.exists() and (not root.is_dir() or (any(root.iterdir()) and not (root / MARKER).is_file())):
-        raise ValueError(f"{root} exists and was not written by spd_yolo.data.synth_cls: choose another root")
+    if _read_marker(root) == args:
+        return root
+    _check_replaceable(root, __name__, "the synthetic classification set")
     tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -142,10 +139,8 @@ def generate_cls_dataset(
                     rng = np.random.default_rng([seed, split_id, cls, i])
                     cv2.imwrite(str(folder / f"{i:05d}.png"), render(cls, imgsz, rng)[..., ::-1])
         (tmp / MARKER).write_text(json.dumps(args, sort_keys=True) + "\n")
-        if root.exists():
-            shutil.rmtree(root)
         root.parent.mkdir(parents=True, exist_ok=True)
-        tmp.rename(root)
+        _install(tmp, root)  # the old set is removed only once the new one is in place
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return root
