@@ -27,7 +27,7 @@ def write_yaml(path: Path, backbone: list, head: list, nc: int = 2, **extra) -> 
 
 
 def script(name: str, *args, cwd=None) -> subprocess.CompletedProcess:
-    """Run one of the root scripts as a user would; returns the finished process (stdout+stderr in .stdout)."""
+    """Run one of the root scripts as a user would; returns the finished process (its .stdout and .stderr)."""
     env = {**os.environ, "YOLO_VERBOSE": "true"}  # the scripts print what a user sees
     return subprocess.run(
         [sys.executable, str(REPO / f"{name}.py"), *map(str, args)],
