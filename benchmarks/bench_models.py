@@ -6,7 +6,7 @@ For each pair (default: yolov5n-SPD vs yolov5n, yolov5s-SPD vs yolov5s, yolo11n-
 - params and GFLOPs (`spd_yolo.model_stats`, thop) and their SPD/stock ratios;
 - batch-1 latency at --imgsz (640) in torch, fused Conv+BN (what detect.py runs) and unfused, and in ONNX Runtime
   (models exported by the ultralytics exporter, as export.py does, into a temp folder); the SPD model also with
-  the fast SPD kernel off ("SPD, reference layer") and with the exact strided rewrite (`spd_yolo.rewrite`);
+  the exact strided rewrite (`spd_yolo.rewrite`);
 - training throughput: forward, the real ultralytics detection loss (``model.loss(batch)`` on random images and 4
   random boxes per image), backward and an SGD step, batch --train-batch (8) at --train-imgsz (320);
 - peak memory of a training step: peak RSS of a fresh subprocess per model over two steps (Linux VmHWM), above
@@ -92,30 +92,27 @@ def build(name: str):
 
 
 def torch_variants(spd_name: str, skip: list[str], imgsz: int) -> dict:
-    """{label: fn} for batch-1 torch inference: fused (+ reference SPD layer, + rewrite) and unfused, SPD and stock."""
+    """{label: fn} for batch-1 torch inference: fused (+ rewrite) and unfused, SPD and stock."""
     import torch
 
-    from spd_yolo import fast_spd
     from spd_yolo.rewrite import rewrite_spd
 
     spd, base = build(spd_name), build(stock(spd_name))
     im = torch.rand(1, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(0))
     fused = {"SPD": copy.deepcopy(spd).fuse(verbose=False), "stock": copy.deepcopy(base).fuse(verbose=False)}
 
-    def run(model, fast=True):
+    def run(model):
         def f():
-            with torch.inference_mode(), fast_spd.enabled(fast):
+            with torch.inference_mode():
                 model(im)
 
         return f
 
-    out = {"fused SPD": run(fused["SPD"]), "fused SPD, reference layer": run(fused["SPD"], fast=False),
-           "fused stock": run(fused["stock"])}
+    out = {"fused SPD": run(fused["SPD"]), "fused stock": run(fused["stock"])}
     if "rewrite" not in skip:
         out["fused SPD, strided rewrite"] = run(rewrite_spd(fused["SPD"])[0])
     if "unfused" not in skip:
-        out.update({"unfused SPD": run(spd), "unfused SPD, reference layer": run(spd, fast=False),
-                    "unfused stock": run(base)})
+        out.update({"unfused SPD": run(spd), "unfused stock": run(base)})
     return out
 
 
@@ -392,11 +389,8 @@ def main(argv: list[str] | None = None) -> int:
             import onnxruntime  # noqa: F401
         except ImportError:
             parser.error("onnxruntime is not installed: install the project's [export] extra, or pass --skip onnx")
-    from spd_yolo import fast_spd
-
     env = common.environment(args.threads)
-    fast_note = "available" if fast_spd.kernel_available() else f"NOT available ({fast_spd.build_error()})"
-    print(common.environment_lines(env) + f"\nfast SPD kernel: {fast_note}\n", flush=True)
+    print(common.environment_lines(env) + "\n", flush=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="spd-bench-") as tmp:
         for name in args.models:
@@ -409,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     env["load_average_at_end"] = common.load_average()
     text += f"\n\nload average at end: {env['load_average_at_end']}"
     print(f"\nload average at end: {env['load_average_at_end']}", flush=True)
-    common.write_results(args.out, {"environment": env, "fast_kernel": fast_note, "pairs": results},
+    common.write_results(args.out, {"environment": env, "pairs": results},
                          common.environment_lines(env) + "\n\n" + text)
     return 0
 

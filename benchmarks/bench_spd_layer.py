@@ -1,18 +1,20 @@
 # SPD-YOLO, AGPL-3.0 license
-"""The SPD layer against a memory copy, and its share of a whole model's time (issue #4, part 1).
+"""The SPD layer against a memory copy, and its share of a whole model's time.
 
 Part A: space-to-depth (s=2) forward, and forward plus backward, at (1, 64, 160, 160) and (16, 32, 320, 320) by
-default: the plain torch reference (slicing + cat), the compiled kernel of `spd_yolo.fast_spd`, the same channel
-order as a view + permute + one copy ("permute"), and ``pixel_unshuffle`` (another channel order, for comparison),
-each as a ratio to one contiguous copy of the input (``x.clone()``; forward plus backward: two copies, of the input
-and of the output gradient; "autograd floor" is ``x.clone()`` forward and backward through autograd, what any
-autograd op of that size pays). All variants run in turn within each round (rotating order; a fast variant runs
-back to back for at least 50 ms per round and counts its mean time per call); medians over rounds, and the median
-of the per-round ratios ("paired").
+default: the package's layer (`spd_yolo.layers.space_to_depth.space_to_depth`: a view, a permute and one copy),
+the former slicing form (four strided slices + cat, `slicing_spd`, checked equal to the layer before timing) and
+``pixel_unshuffle`` (another channel order, for comparison), each as a ratio to one contiguous copy of the input
+(``x.clone()``; forward plus backward: two copies, of the input and of the output gradient; "autograd floor" is
+``x.clone()`` forward and backward through autograd, what any autograd op of that size pays). All variants run in
+turn within each round (rotating order; a fast variant runs back to back for at least 50 ms per round and counts
+its mean time per call); medians over rounds, and the median of the per-round ratios ("paired").
 
-Part B: the SPD layers' share of yolov5n-SPD's time, reference vs fast: a training step's forward and backward
-(batch 8, 320x320, output summed) and a fused batch-1 640x640 inference forward. The whole model is timed with the
-fast path off and on (interleaved); the SPD layers alone are timed on the exact shapes the model feeds them.
+Part B (CPU): yolov5n-SPD in a training step's forward and backward (batch 8, 320x320, output summed) and in fused
+batch-1 640x640 inference. Timed interleaved: the whole model with the layer, the whole model with its SPD layers
+swapped to the slicing form, the SPD layers alone on the exact shapes the model feeds them (both forms), and the
+stock yolov5n in the same setting. Targets: the SPD layers take at most 5% of the training step and 4% of fused
+inference, and yolov5n-SPD's time ratio to yolov5n stays at most their GFLOPs ratio (1.56x at 640).
 
 Allocation: by default (``--alloc steady``, Linux/glibc) the script restarts itself with malloc thresholds that
 keep freed buffers mapped, so that neither the copy nor any variant pays fresh page faults for its output (which
@@ -20,14 +22,16 @@ otherwise dominate at these sizes and vary with the allocator's history); ``--al
 allocator's defaults.
 
 Usage:
-    .venv/bin/python benchmarks/bench_spd_layer.py                  # defaults: 2 threads, ~3 min
+    .venv/bin/python benchmarks/bench_spd_layer.py                  # defaults: 2 threads, a few minutes
     .venv/bin/python benchmarks/bench_spd_layer.py --quick          # smoke test (seconds)
-    .venv/bin/python benchmarks/bench_spd_layer.py --device cuda    # GPU: reference vs device-to-device copy
-    .venv/bin/python benchmarks/bench_spd_layer.py --no-model --shape 1,64,160,160 --variants fast   # fast vs copy only
+    .venv/bin/python benchmarks/bench_spd_layer.py --device cuda    # GPU: part A against a device-to-device copy
+    .venv/bin/python benchmarks/bench_spd_layer.py --no-model --shape 1,64,160,160 --variants layer   # layer vs copy
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -37,14 +41,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 DEFAULT_SHAPES = ("1,64,160,160", "16,32,320,320")
-VARIANTS = ("reference", "fast", "fast, kernel call only", "permute", "pixel_unshuffle", "autograd floor")
+VARIANTS = ("layer", "slicing", "pixel_unshuffle", "autograd floor")
+# Part B targets: the SPD layers' largest share of a training step and of fused inference.
+SHARE_TARGETS = {"train": 0.05, "inference": 0.04}
 
 
 def parse_args(argv: list[str] | None = None):
     parser = common.base_parser(__doc__)
     parser.add_argument("--shape", action="append", default=None, metavar="B,C,H,W",
                         help=f"tensor shape, repeatable (default: {' and '.join(DEFAULT_SHAPES)})")
-    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:i]; the fast kernel is CPU-only")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:i]; part B runs on the CPU only")
     parser.add_argument("--no-model", action="store_true", help="skip part B (the share of a whole model)")
     parser.add_argument("--variants", nargs="+", default=None, choices=VARIANTS, metavar="NAME",
                         help="time only these variants against the copy (default: all): "
@@ -77,16 +83,26 @@ def _parse_shape(parser, text: str) -> tuple[int, int, int, int]:
 # Part A: the layer alone.
 
 
+def slicing_spd(x, s: int = 2):
+    """Space-to-depth as strided slices + cat (the former reference), in the layer's channel order.
+
+    For s=2: ``cat((x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2]), 1)``.
+    """
+    import torch
+
+    return torch.cat([x[..., i::s, j::s] for j in range(s) for i in range(s)], 1)
+
+
 def layer_variants(x, g, device: str) -> tuple[dict, dict]:
     """({name: forward fn}, {name: forward+backward fn}); 'copy' first. x: (B, C, H, W), g: (B, 4C, H/2, W/2)."""
     import torch
     import torch.nn.functional as F
 
-    from spd_modules import space_to_depth, space_to_depth_reference
-    from spd_yolo import fast_spd
+    from spd_yolo.layers.space_to_depth import space_to_depth
 
+    if not torch.equal(space_to_depth(x.detach()), slicing_spd(x.detach())):
+        raise AssertionError("the layer's space_to_depth differs from slicing_spd")
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    use_fast = device == "cpu" and fast_spd.usable(x)
 
     def timed(fn):
         def run():
@@ -102,34 +118,17 @@ def layer_variants(x, g, device: str) -> tuple[dict, dict]:
 
         return timed(run)
 
-    fwd = {"copy": timed(lambda: x.detach().clone()), "reference": timed(lambda: space_to_depth_reference(x.detach()))}
-    both = {"copy": timed(lambda: (x.detach().clone(), g.clone())), "reference": fwd_bwd(space_to_depth_reference)}
+    ops = {"layer": space_to_depth, "slicing": slicing_spd, "pixel_unshuffle": lambda t: F.pixel_unshuffle(t, 2)}
+    fwd = {"copy": timed(lambda: x.detach().clone())}
+    both = {"copy": timed(lambda: (x.detach().clone(), g.clone()))}
     # The floor of any autograd op of this size: a copy through autograd (clone forward, clone backward), with the
     # same graph, engine and AccumulateGrad work as the SPD variants.
     g_flat = g.reshape(x.shape)
     both["autograd floor"] = timed(lambda: (setattr(x, "grad", None), x.clone().backward(g_flat)))
-    if use_fast:
-        fwd["fast"] = timed(lambda: space_to_depth(x.detach()))
-        # The kernel call alone: output allocation and the ctypes call, without deciding whether the kernel applies.
-        kernel = fast_spd._kernel()
-        fwd["fast, kernel call only"] = timed(lambda: fast_spd._run(kernel, x.detach(), inverse=False))
-        both["fast"] = fwd_bwd(space_to_depth)
-    # The same channel order as one strided copy (a view, a permute, one copy op): on a GPU a candidate for a single
-    # kernel; checked equal to the reference before it is timed.
-    fwd["permute"] = timed(lambda: permute_spd(x.detach()))
-    both["permute"] = fwd_bwd(permute_spd)
-    if not torch.equal(permute_spd(x.detach()), space_to_depth_reference(x.detach())):
-        raise AssertionError("permute_spd differs from the reference")
-    fwd["pixel_unshuffle"] = timed(lambda: F.pixel_unshuffle(x.detach(), 2))
-    both["pixel_unshuffle"] = fwd_bwd(lambda t: F.pixel_unshuffle(t, 2))
+    for name, op in ops.items():
+        fwd[name] = timed(lambda op=op: op(x.detach()))
+        both[name] = fwd_bwd(op)
     return fwd, both
-
-
-def permute_spd(x):
-    """Space-to-depth (s=2) in the reference's channel order, as a view + permute + one copy. (B, C, H, W) ->
-    (B, 4C, H/2, W/2); output channel (2 dx + dy) C + c holds x[:, c, 2i + dy, 2j + dx]."""
-    b, c, h, w = x.shape
-    return x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 5, 3, 1, 2, 4).reshape(b, 4 * c, h // 2, w // 2)
 
 
 def bench_layer(shape, device: str, repeats: int, only: list[str] | None = None) -> list[dict]:
@@ -162,14 +161,14 @@ def layer_table(rows: list[dict]) -> str:
 # Part B: the share of a whole model.
 
 
-def _spd_inputs(model, im) -> list[tuple[tuple, bool]]:
-    """(shape, requires_grad) of the input of every SpaceToDepth layer during one forward of `model` on `im`."""
+def _spd_inputs(model, im) -> list[tuple[tuple, bool, int]]:
+    """(shape, requires_grad, s) of the input of every SpaceToDepth layer during one forward of `model` on `im`."""
     import torch
 
-    from spd_modules import SpaceToDepth
+    from spd_yolo.layers import SpaceToDepth
 
     seen = []
-    hooks = [m.register_forward_pre_hook(lambda _, a: seen.append((tuple(a[0].shape), a[0].requires_grad)))
+    hooks = [m.register_forward_pre_hook(lambda m, a: seen.append((tuple(a[0].shape), a[0].requires_grad, m.s)))
              for m in model.modules() if isinstance(m, SpaceToDepth)]
     with torch.set_grad_enabled(model.training):
         model(im)
@@ -178,25 +177,36 @@ def _spd_inputs(model, im) -> list[tuple[tuple, bool]]:
     return seen
 
 
-def _spd_layers_fn(inputs: list[tuple[tuple, bool]], backward: bool):
-    """A function that runs space_to_depth (forward, and backward where the model needs it) on those shapes."""
+def _spd_layers_fn(inputs: list[tuple[tuple, bool, int]], backward: bool, op):
+    """A function that runs `op(x, s)` (forward, and backward where the model needs it) on those shapes."""
     import torch
 
-    from spd_modules import space_to_depth
-
-    xs = [torch.randn(s).requires_grad_(rg and backward) for s, rg in inputs]
-    gs = [torch.randn(s[0], 4 * s[1], s[2] // 2, s[3] // 2) for s, _ in inputs]
+    xs = [torch.randn(shape).requires_grad_(rg and backward) for shape, rg, _ in inputs]
+    gs = [torch.randn(b, s * s * c, h // s, w // s) for (b, c, h, w), _, s in inputs]
+    scales = [s for *_, s in inputs]
 
     def run():
-        for x, g in zip(xs, gs):
+        for x, g, s in zip(xs, gs, scales):
             if x.requires_grad:
                 x.grad = None
-                space_to_depth(x).backward(g)
+                op(x, s).backward(g)
             else:
                 with torch.no_grad():
-                    space_to_depth(x)
+                    op(x, s)
 
     return run
+
+
+@contextlib.contextmanager
+def swapped_layer(op):
+    """Inside the block, every SpaceToDepth layer computes `op(x, s)` (the module attribute it calls is swapped)."""
+    module = importlib.import_module("spd_yolo.layers.space_to_depth")  # the package attribute is the function
+    saved = module.space_to_depth
+    module.space_to_depth = op
+    try:
+        yield
+    finally:
+        module.space_to_depth = saved
 
 
 def _sum_outputs(y):
@@ -209,56 +219,83 @@ def _sum_outputs(y):
     return sum(_sum_outputs(v) for v in items)
 
 
-def bench_model_share(repeats: int, quick: bool) -> list[dict]:
-    """Rows {setting, path, model_ms, spd_ms, share} for yolov5n-SPD, reference vs fast."""
+def _model_step(model, im, train: bool):
+    """One forward (inference mode) or forward + backward of the summed output (training) of `model` on `im`."""
     import torch
 
-    from spd_yolo import build_model, fast_spd
+    def step():
+        if train:
+            model.zero_grad(set_to_none=True)
+            _sum_outputs(model(im)).backward()
+        else:
+            with torch.inference_mode():
+                model(im)
 
+    return step
+
+
+def _build(name: str, train: bool):
+    from spd_yolo import build_model
+
+    model = build_model(name, nc=80)
+    model = model.train() if train else model.fuse(verbose=False).eval()
+    for p in model.parameters():
+        p.requires_grad_(train)
+    return model
+
+
+def bench_model_share(repeats: int, quick: bool) -> list[dict]:
+    """Rows {setting, path, model_ms, spd_ms, share, stock_ms, ratio_to_stock, gflops_ratio, ...} for yolov5n-SPD
+    with the layer ("layer") and with its SPD layers swapped to `slicing_spd` ("slicing"), against stock yolov5n."""
+    import torch
+
+    from spd_yolo import build_model, model_stats
+    from spd_yolo.layers.space_to_depth import space_to_depth
+
+    spd_name, stock_name = "yolov5n-SPD", "yolov5n.yaml"
+    gflops_ratio = (model_stats(build_model(spd_name, nc=80), spd_name, imgsz=640).gflops
+                    / model_stats(build_model(stock_name, nc=80), stock_name, imgsz=640).gflops)
     settings = (("train fwd+bwd, batch 8, 320", 8, 320, True), ("inference fwd (fused), batch 1, 640", 1, 640, False))
     if quick:
         settings = (("train fwd+bwd, batch 2, 128", 2, 128, True),
                     ("inference fwd (fused), batch 1, 128", 1, 128, False))
     rows = []
     for label, batch, size, train in settings:
-        model = build_model("yolov5n-SPD", nc=80)
-        model = model.train() if train else model.fuse().eval()
-        for p in model.parameters():
-            p.requires_grad_(train)
+        model, stock_model = _build(spd_name, train), _build(stock_name, train)
         im = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
         inputs = _spd_inputs(model, im)
+        step = _model_step(model, im, train)
 
-        def step():
-            if train:
-                model.zero_grad(set_to_none=True)
-                _sum_outputs(model(im)).backward()
-            else:
-                with torch.inference_mode():
-                    model(im)
-
-        layers = _spd_layers_fn(inputs, backward=train)
-
-        def with_fast(flag, fn):
+        def sliced(fn):
             def run():
-                with fast_spd.enabled(flag):
+                with swapped_layer(slicing_spd):
                     fn()
 
             return run
 
-        times = common.interleaved({"model reference": with_fast(False, step), "model fast": with_fast(True, step),
-                                    "spd reference": with_fast(False, layers), "spd fast": with_fast(True, layers)},
-                                   max(3, repeats // 2), warmup=1)
+        variants = {"model layer": step, "model slicing": sliced(step),
+                    "spd layer": _spd_layers_fn(inputs, train, space_to_depth),
+                    "spd slicing": _spd_layers_fn(inputs, train, slicing_spd),
+                    "stock": _model_step(stock_model, im, train)}
+        times = common.interleaved(variants, max(3, repeats // 2), warmup=1)
         med = {k: 1e3 * common.median(v) for k, v in times.items()}
-        for path in ("reference", "fast"):
+        target = SHARE_TARGETS["train" if train else "inference"]
+        for path in ("layer", "slicing"):
+            model_t = times[f"model {path}"]
             rows.append({"setting": label, "spd_layers": len(inputs), "path": path, "model_ms": med[f"model {path}"],
-                         "spd_ms": med[f"spd {path}"], "share": med[f"spd {path}"] / med[f"model {path}"]})
+                         "spd_ms": med[f"spd {path}"], "share": med[f"spd {path}"] / med[f"model {path}"],
+                         "share_target": target, "stock_ms": med["stock"],
+                         "ratio_to_stock": common.median([a / b for a, b in zip(model_t, times["stock"])]),
+                         "gflops_ratio": gflops_ratio})
     return rows
 
 
 def share_table(rows: list[dict]) -> str:
-    body = [(r["setting"], r["path"], f"{r['model_ms']:.1f}", f"{r['spd_ms']:.2f}", f"{100 * r['share']:.1f}%")
-            for r in rows]
-    return common.markdown_table(("yolov5n-SPD", "SPD path", "model median ms", "SPD layers ms", "SPD share"), body)
+    body = [(r["setting"], r["path"], f"{r['model_ms']:.1f}", f"{r['spd_ms']:.2f}", f"{100 * r['share']:.1f}%",
+             f"<= {100 * r['share_target']:.0f}%", f"{r['stock_ms']:.1f}", f"{r['ratio_to_stock']:.2f}x",
+             f"{r['gflops_ratio']:.2f}x") for r in rows]
+    return common.markdown_table(("yolov5n-SPD", "SPD path", "model ms", "SPD layers ms", "SPD share", "target",
+                                  "yolov5n ms", "SPD/stock", "GFLOPs ratio"), body)
 
 
 # glibc reads these at start-up: buffers of any size come from the heap and stay mapped once freed.
@@ -284,13 +321,10 @@ def main(argv: list[str] | None = None) -> int:
     common.set_threads(args.threads)
     import torch
 
-    from spd_yolo import fast_spd
-
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
     env = common.environment(args.threads)
-    fast_note = "available" if fast_spd.kernel_available() else f"NOT available ({fast_spd.build_error()})"
-    print(common.environment_lines(env) + f"\nfast SPD kernel: {fast_note}\n", flush=True)
+    print(common.environment_lines(env) + "\n", flush=True)
 
     rows = []
     for shape in args.shapes:
@@ -303,14 +337,16 @@ def main(argv: list[str] | None = None) -> int:
     share = []
     if not args.no_model and args.device == "cpu":
         share = bench_model_share(args.repeats, args.quick)
-        part_b = "\n\nSPD layers' share of yolov5n-SPD (CPU; model and layers timed with the fast path off and on):\n\n"
+        part_b = ("\n\nSPD layers' share of yolov5n-SPD, with the layer and with the slicing form, and its time ratio "
+                  "to yolov5n (CPU, fp32; model, SPD layers alone and yolov5n timed interleaved; SPD/stock = median "
+                  "of per-round ratios; GFLOPs ratio at 640):\n\n")
         part_b += share_table(share)
         print(part_b, flush=True)
         text += part_b
     env["load_average_at_end"] = common.load_average()
     text += f"\n\nload average at end: {env['load_average_at_end']}"
     print(f"\nload average at end: {env['load_average_at_end']}", flush=True)
-    data = {"environment": env, "alloc": args.alloc, "fast_kernel": fast_note, "layer": rows, "model_share": share}
+    data = {"environment": env, "alloc": args.alloc, "layer": rows, "model_share": share}
     common.write_results(args.out, data, common.environment_lines(env) + "\n\n" + text)
     return 0
 

@@ -13,9 +13,13 @@ from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
+import torch
 import yaml
+from ultralytics.nn import tasks
+from ultralytics.nn.modules import Classify, Detect
 
-from spd_yolo.errors import SPDConfigError
+from spd_yolo.errors import SPDConfigError, SPDSizeError
+from spd_yolo.models.registry import check_model_dict
 
 __all__ = (
     "CONFIG_DIR",
@@ -42,14 +46,12 @@ def available_models(task: str | None = "detect") -> tuple[str, ...]:
     for small inputs, ('resnet18', 'resnet18-SPD', 'resnet50', 'resnet50-SPD') (stock ones included: they are ours,
     the CIFAR-style baselines). None: both, detectors first.
     """
-    from ultralytics.nn.tasks import guess_model_task
-
     if task is None:
         return available_models("detect") + available_models("classify")
     names = []
     for path in sorted(CONFIG_DIR.glob("*.yaml"), key=lambda p: (int(re.search(r"\d+", p.stem).group()), p.stem)):
         cfg = yaml.safe_load(path.read_text()) or {}
-        if (guess_model_task(cfg) == "classify") != (task == "classify"):
+        if (tasks.guess_model_task(cfg) == "classify") != (task == "classify"):
             continue
         scales = cfg.get("scales") or {}
         for scale in scales:
@@ -93,10 +95,6 @@ def resolve_model_yaml(model: str | Path) -> str:
 
 def load_model_yaml(model: str | Path) -> dict:
     """Read a model YAML (name or path) the way ultralytics does (scale from the name), with clear errors."""
-    from ultralytics.nn import tasks
-
-    from spd_yolo.models.registry import check_model_dict
-
     path = resolve_model_yaml(model)
     try:
         d = tasks.yaml_model_load(path)
@@ -120,11 +118,6 @@ def build_model(model: str | Path | dict = "yolov5n-SPD", nc: int | None = None,
         >>> m = spd_yolo.build_model("yolov5s-SPD", nc=80)
         >>> m(torch.zeros(1, 3, 640, 640))
     """
-    import spd_modules  # noqa: F401  (registers the SPD layers)
-    from ultralytics.nn import tasks
-
-    from spd_yolo.models.registry import check_model_dict
-
     if isinstance(model, dict):
         check_model_dict(model)  # load_model_yaml checks what it reads
     cfg = model if isinstance(model, dict) else load_model_yaml(model)
@@ -149,9 +142,6 @@ def probe_forward(model, source) -> None:
     """Run one forward pass at 256x256 where ultralytics did not (its stride probe covers detection heads only), so a
     model that builds but cannot run (e.g. a repeated head, mismatched concatenation) fails now, naming its YAML.
     A classifier that runs at 64x64 passes without the 256x256 pass (a ResNet50 needs seconds for it on a CPU)."""
-    import torch
-    from ultralytics.nn.modules import Classify, Detect
-
     if isinstance(model.model[-1], Detect):
         return  # already run by ultralytics to find the strides
     ch = int(getattr(model, "yaml", {}).get("channels", 3))
@@ -173,8 +163,6 @@ def probe_forward(model, source) -> None:
 @contextmanager
 def build_errors(source, what: str = "could not be built"):
     """Turn any failure while building a model (e.g. mismatched shapes in the stride probe) into SPDConfigError."""
-    from spd_modules import SPDSizeError
-
     try:
         yield
     except (SPDConfigError, SPDSizeError):

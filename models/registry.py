@@ -15,22 +15,39 @@ ours, the stock parser builds the whole model, and the surrogate layers are then
 Stock YAMLs never reach that path and build exactly as without the plugin. `register()` patches three points of
 ultralytics and is idempotent: ``tasks.parse_model`` (wrapped), ``torch_utils.get_flops`` (input channels taken from
 the model YAML instead of the first weight, which an SPD stem makes 4x too large) and torch's safe-globals
-allow-list (so ``ULTRALYTICS_SAFE_LOAD=1`` loads our checkpoints).
+allow-list (so ``ULTRALYTICS_SAFE_LOAD=1`` loads our checkpoints). `apply_settings()` makes an ultralytics that was
+imported before us follow ``YOLO_OFFLINE`` / ``YOLO_AUTOINSTALL`` as the environment now says (ultralytics reads them
+once, at its import).
+
+Dependencies: this module imports the layers (`spd_yolo.layers`) and ultralytics; the rest of the project imports it.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn as nn
+from ultralytics import utils as ul_utils
+from ultralytics.nn import tasks
+from ultralytics.utils import LOGGER, torch_utils
 
+from spd_yolo import layers
 from spd_yolo.errors import SPDConfigError
 
-__all__ = ("PARSER_RULES", "register", "is_registered", "parse_model", "get_flops", "check_model_dict")
+__all__ = (
+    "PARSER_RULES",
+    "register",
+    "is_registered",
+    "apply_settings",
+    "parse_model",
+    "get_flops",
+    "check_model_dict",
+)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -104,16 +121,14 @@ def _resnet_stage_args(args: list) -> list:
     return full
 
 
-def _builder(class_name: str) -> Callable[[nn.Module, list], tuple]:
-    """Build `spd_modules.<class_name>(c1, c2, *args[1:])` from a surrogate Conv(c1, c2) (the parser's bookkeeping)."""
+def _builder(cls: type) -> Callable[[nn.Module, list], tuple]:
+    """Build `cls(c1, c2, *args[1:])` from a surrogate Conv(c1, c2): c1 and c2 carry the parser's bookkeeping."""
 
     def build(conv: nn.Module, args: list) -> tuple:
-        import spd_modules
-
         resolved = [conv.conv.in_channels, conv.conv.out_channels, *args[1:]]
-        return getattr(spd_modules, class_name)(*resolved), resolved
+        return cls(*resolved), resolved
 
-    build.__name__ = f"_build_{class_name}"
+    build.__name__ = f"_build_{cls.__name__}"
     return build
 
 
@@ -136,18 +151,8 @@ class ParserRule:
     build: Callable[[nn.Module, list], tuple]
 
 
-def _build_spdconv(conv: nn.Module, args: list) -> tuple:
-    """SPDConv from the surrogate Conv(c1, c2): c1 and c2 carry the parser's bookkeeping."""
-    import spd_modules
-
-    resolved = [conv.conv.in_channels, conv.conv.out_channels, *args[1:]]
-    return spd_modules.SPDConv(*resolved), resolved
-
-
 def _build_spd(_: nn.Module, args: list) -> tuple:
-    import spd_modules
-
-    return spd_modules.SpaceToDepth(args[0]), args
+    return layers.SpaceToDepth(args[0]), args
 
 
 def _concat_of_copies(f: int, args: list) -> list:
@@ -162,12 +167,12 @@ def _conv_of(f: int, args: list) -> list:
 
 def _rules() -> dict[str, ParserRule]:
     return {
-        "SPDConv": ParserRule(_spdconv_args, _conv_of, _build_spdconv),
+        "SPDConv": ParserRule(_spdconv_args, _conv_of, _builder(layers.SPDConv)),
         "SpaceToDepth": ParserRule(_spd_args, _concat_of_copies, _build_spd),
         "space_to_depth": ParserRule(_authors_spd_args, _concat_of_copies, _build_spd),
         # ResNet for small inputs (classification): output channels c2 scaled like a Conv, input channels ch[f]
-        "ResNetStem": ParserRule(_resnet_stem_args, _conv_of, _builder("ResNetStem")),
-        "ResNetStage": ParserRule(_resnet_stage_args, _conv_of, _builder("ResNetStage")),
+        "ResNetStem": ParserRule(_resnet_stem_args, _conv_of, _builder(layers.ResNetStem)),
+        "ResNetStage": ParserRule(_resnet_stage_args, _conv_of, _builder(layers.ResNetStage)),
     }
 
 
@@ -184,8 +189,6 @@ def _yaml_name(d: dict) -> str:
 
 def _resolvable(m: str) -> bool:
     """Whether the stock parser can resolve module name `m` (torch.nn.*, torchvision.ops.*, ultralytics)."""
-    from ultralytics.nn import tasks
-
     if m.startswith("nn."):
         return isinstance(getattr(nn, m[3:], None), type)
     if m.startswith("torchvision.ops."):
@@ -306,9 +309,6 @@ def _failing_layer(tb):
 
 def parse_model(d, ch, verbose=True):
     """ultralytics `parse_model` that also understands SPD rows (see the module docstring). Same signature/returns."""
-    import spd_modules
-    from ultralytics.utils import LOGGER
-
     stock = _STOCK["parse_model"]
     rows = _check_rows(d)
     d = {**d, "backbone": list(d["backbone"]), "head": list(d["head"])}  # surrogates never leak into the caller's dict
@@ -332,9 +332,9 @@ def parse_model(d, ch, verbose=True):
     for i, (rule, f, args) in ours.items():
         new, shown[i] = rule.build(model[i], args)
         new.np = sum(p.numel() for p in new.parameters())
-        new.i, new.f, new.type = i, f, f"{type(new).__module__}.{type(new).__name__}"
+        new.i, new.f, new.type = i, f, f"{layers.__name__}.{type(new).__name__}"  # its public name
         for layer in new.modules():
-            if isinstance(layer, spd_modules.SpaceToDepth):  # its size error then names the model layer
+            if isinstance(layer, layers.SpaceToDepth):  # its size error then names the model layer
                 layer.spd_layer_index = i
         model[i] = new
     if capture:  # show the held-back summary, with our rows instead of their surrogates
@@ -353,9 +353,7 @@ def parse_model(d, ch, verbose=True):
 
 
 def _has_spd(model: nn.Module) -> bool:
-    import spd_modules
-
-    return any(isinstance(m, (spd_modules.SpaceToDepth, spd_modules.SPDConv)) for m in model.modules())
+    return any(isinstance(m, (layers.SpaceToDepth, layers.SPDConv)) for m in model.modules())
 
 
 def get_flops(model, imgsz=640):
@@ -364,10 +362,8 @@ def get_flops(model, imgsz=640):
     Stock `get_flops` builds its dummy input from the first weight's input channels, which an SPD stem makes 12
     instead of 3, so profiling fails and it reports 0.0. Non-SPD models go to the stock function unchanged.
     """
-    from ultralytics.utils.torch_utils import unwrap_model
-
     stock = _STOCK["get_flops"]
-    inner = unwrap_model(model)
+    inner = torch_utils.unwrap_model(model)
     if not _has_spd(inner):
         return stock(model, imgsz)
     try:
@@ -392,18 +388,33 @@ _LOCK = threading.Lock()
 
 def is_registered() -> bool:
     """Whether `register()` has run in this process."""
-    from ultralytics.nn import tasks
-
     return tasks.parse_model is parse_model
 
 
-def register() -> None:
-    """Make SPD layers usable in ultralytics (parser, GFLOPs, safe loading). Idempotent and thread-safe."""
-    import spd_modules
-    from ultralytics.nn import tasks
-    from ultralytics.utils import torch_utils
+def apply_settings() -> None:
+    """Make ultralytics follow ``YOLO_OFFLINE`` and ``YOLO_AUTOINSTALL`` as the environment says now.
 
+    ultralytics reads both once, when it is imported, into module globals (``AUTOINSTALL``, ``ONLINE``, copied by
+    ``from ... import`` into its other modules). When ultralytics was imported before us (e.g. it is unpickling one of
+    our checkpoints), `spd_yolo` sets the variables' defaults too late for that read, so the globals are set here.
+    """
+    autoinstall, offline = ul_utils.env_bool("YOLO_AUTOINSTALL", True), ul_utils.env_bool("YOLO_OFFLINE")
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == "ultralytics" or name.startswith("ultralytics.")):
+            continue
+        if isinstance(getattr(module, "AUTOINSTALL", None), bool):
+            module.AUTOINSTALL = autoinstall
+        if offline and getattr(module, "ONLINE", None) is True:
+            module.ONLINE = False
+    events = getattr(sys.modules.get("ultralytics.utils.events"), "events", None)
+    if offline and events is not None:
+        events.enabled = False  # usage events are decided when ultralytics loads; offline means none are sent
+
+
+def register() -> None:
+    """Make SPD layers usable in ultralytics (parser, GFLOPs, safe loading, settings). Idempotent and thread-safe."""
     with _LOCK:
+        apply_settings()
         if not PARSER_RULES:
             PARSER_RULES.update(_rules())
         if tasks.parse_model is not parse_model:
@@ -413,8 +424,4 @@ def register() -> None:
             _STOCK["get_flops"] = torch_utils.get_flops
             torch_utils.get_flops = get_flops
         # ULTRALYTICS_SAFE_LOAD=1 unpickles with weights_only=True against an allow-list: add our layers to it.
-        if hasattr(torch.serialization, "add_safe_globals"):
-            torch.serialization.add_safe_globals(
-                [spd_modules.SpaceToDepth, spd_modules.SPDConv, spd_modules.DepthToSpace, spd_modules.ResNetStem,
-                 spd_modules.ResNetBasicBlock, spd_modules.ResNetBottleneck, spd_modules.ResNetStage]
-            )
+        torch.serialization.add_safe_globals(list(layers.LAYERS))

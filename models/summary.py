@@ -18,6 +18,11 @@ import sys
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from ultralytics.nn.tasks import guess_model_task
+from ultralytics.utils import LOGGER, torch_utils
+
+from spd_yolo.models.configs import available_models, build_model, load_model_yaml
+
 __all__ = ("ModelStats", "model_stats", "stock_counterpart", "main")
 
 
@@ -32,10 +37,8 @@ class ModelStats:
 
 
 def model_stats(model, name: str = "", imgsz: int = 640) -> ModelStats:
-    """Layers (leaf modules, as ultralytics counts them), parameters and GFLOPs of a built model."""
-    import spd_modules  # noqa: F401  (the GFLOPs counter knows SPD stems once registered)
-    from ultralytics.utils import torch_utils
-
+    """Layers (leaf modules, as ultralytics counts them), parameters and GFLOPs of a built model (SPD stems counted
+    right: `spd_yolo` registers its GFLOPs counter in ultralytics before this module runs)."""
     layers = OrderedDict((n, m) for n, m in model.named_modules() if len(m._modules) == 0)
     params = sum(p.numel() for p in model.parameters())
     return ModelStats(name, len(layers), params, torch_utils.get_flops(model, imgsz))
@@ -90,8 +93,6 @@ def _multi_size_table(rows: list[tuple[list[ModelStats], list[ModelStats] | None
 @contextlib.contextmanager
 def _quiet():
     """Hold back ultralytics' INFO lines while building (ClassificationModel prints its summary unasked)."""
-    from ultralytics.utils import LOGGER
-
     level = LOGGER.level
     LOGGER.setLevel(logging.WARNING)
     try:
@@ -102,10 +103,6 @@ def _quiet():
 
 def main(argv: list[str] | None = None) -> int:
     """Print the markdown tables of models (default: all of ours) beside their stock counterparts."""
-    from ultralytics.nn.tasks import guess_model_task
-
-    from spd_yolo.models.configs import available_models, build_model, load_model_yaml
-
     parser = argparse.ArgumentParser(prog="python -m spd_yolo.models.summary", description=__doc__.split("\n")[0])
     parser.add_argument("models", nargs="*", help="model names or YAML paths (default: every SPD model)")
     parser.add_argument(

@@ -21,6 +21,11 @@ from pathlib import Path
 
 import yaml
 
+from spd_yolo import coco
+from spd_yolo.cli import detect, export, train, val
+from spd_yolo.cli.common import HelpFormatter, run_main
+from spd_yolo.data.synth import generate_demo_dataset
+
 # Settings for a from-scratch CPU run of a few minutes per model at 256 px (objects of a few pixels stay visible):
 # short warmup, mosaic off for the last epochs, milder scale jitter.
 DEMO_HYP = {"warmup_epochs": 1.0, "close_mosaic": 3, "scale": 0.3}
@@ -28,8 +33,6 @@ MODELS = {"yolov5n": "yolov5n.yaml", "yolov5n-SPD": "yolov5n-SPD"}  # label -> -
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from spd_yolo.cli.common import HelpFormatter
-
     p = argparse.ArgumentParser(prog="python -m spd_yolo.demo", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--root", default="datasets/spd-demo", help="where the demo dataset is generated")
     p.add_argument("--project", default="runs/demo", help="where all outputs go")
@@ -53,9 +56,6 @@ def _step(title: str, script: str | None = None, argv: list | None = None) -> No
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from spd_yolo import coco
-    from spd_yolo.cli import detect, export, train, val
-    from spd_yolo.data.synth import generate_demo_dataset
 
     t0 = time.time()
     project = Path(args.project).resolve()
@@ -117,6 +117,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from spd_yolo.cli.common import run_main
-
     sys.exit(run_main(main))

@@ -25,10 +25,13 @@ import torch
 import torch.nn as nn
 from ultralytics.models.yolo.classify import ClassificationTrainer, ClassificationValidator
 from ultralytics.models.yolo.detect import DetectionTrainer, DetectionValidator
+from ultralytics.nn.tasks import ClassificationModel, load_checkpoint
 from ultralytics.utils import LOGGER, RANK
+from ultralytics.utils.torch_utils import unwrap_model
 
 from spd_yolo import coco
 from spd_yolo.atomic import AtomicPath, atomic_torch_saves, atomic_write
+from spd_yolo.data.folders import check_classification_folders
 from spd_yolo.weights import save_weights_only
 
 __all__ = (
@@ -165,8 +168,6 @@ class FaultTolerantTrainer:
         with atomic_torch_saves():
             super().final_eval()
         if RANK in {-1, 0} and self.best.exists():
-            from ultralytics.nn.tasks import load_checkpoint
-
             model, _ = load_checkpoint(self.best)
             save_weights_only(model.half(), self.best.with_name("best.weights.pt"))  # FP16, as best.pt stores it
 
@@ -200,9 +201,6 @@ def label_smoothing(eps: float):
         raise ValueError(f"label smoothing must be in [0, 1), got {eps}")
 
     def apply(trainer) -> None:
-        from ultralytics.nn.tasks import ClassificationModel
-        from ultralytics.utils.torch_utils import unwrap_model
-
         model = unwrap_model(trainer.model)
         if isinstance(model, ClassificationModel):
             model.criterion = SmoothCrossEntropy(eps)
@@ -267,8 +265,6 @@ class SPDClassificationTrainer(FaultTolerantTrainer, ClassificationTrainer):
 
     def get_dataset(self):
         """Check the image folders (clear errors, no download), then ultralytics' own dataset dict."""
-        from spd_yolo.data.folders import check_classification_folders
-
         check_classification_folders(self.args.data, ("train", "val"))
         return super().get_dataset()
 

@@ -33,7 +33,7 @@ import torch.nn as nn
 from ultralytics.nn.modules.block import C2f, C3
 from ultralytics.nn.modules.conv import Conv
 
-from spd_modules import SPDConv, SpaceToDepth
+from spd_yolo.layers import SPDConv, SpaceToDepth
 
 __all__ = ("strided_equivalent", "can_rewrite_conv", "rewrite_spd")
 

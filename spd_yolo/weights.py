@@ -13,8 +13,10 @@ import os
 from pathlib import Path
 
 import torch
+from ultralytics.nn.tasks import guess_model_task
 
 from spd_yolo.atomic import atomic_torch_save
+from spd_yolo.models.configs import build_model
 
 __all__ = ("FORMAT", "save_weights_only", "is_weights_only", "load_weights_only")
 
@@ -33,8 +35,6 @@ def _plain(x):
 
 def save_weights_only(model: torch.nn.Module, path: str | os.PathLike) -> Path:
     """Write `model` (an ultralytics model built from a YAML) as a weights-only checkpoint, atomically."""
-    from ultralytics.nn.tasks import guess_model_task
-
     args = getattr(model, "args", None) or {}
     payload = {
         "format": FORMAT,
@@ -70,8 +70,6 @@ def load_weights_only(path: str | os.PathLike, missing_ok: bool = False) -> torc
 
     A file that is not a weights-only checkpoint of ours raises ValueError, or returns None with `missing_ok`.
     """
-    from spd_yolo.models.configs import build_model
-
     payload = _payload(path)
     if payload is None:
         if missing_ok:

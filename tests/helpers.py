@@ -44,3 +44,26 @@ def ok(proc: subprocess.CompletedProcess) -> str:
 def script_ok(name: str, *args, cwd=None) -> str:
     """`script`, asserting success; its output."""
     return ok(script(name, *args, cwd=cwd))
+
+
+def slicing_space_to_depth(x, s: int = 2):
+    """The slicing reference of space-to-depth: the blocks ``x[..., i::s, j::s]``, column offset j outer, row offset i
+    inner, concatenated along channels (for s=2: Focus's and the paper authors' code)."""
+    import torch
+
+    return torch.cat([x[..., i::s, j::s] for j in range(s) for i in range(s)], 1)
+
+
+def rewrite_pickle(src: Path, dst: Path, old: bytes, new: bytes) -> Path:
+    """Copy the torch.save archive `src` to `dst` with `old` replaced by `new` in its pickle (e.g. a class name), as
+    a checkpoint written by another version would read."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
+        for item in zin.infolist():
+            data = zin.read(item)
+            if item.filename.endswith("/data.pkl"):
+                assert data.count(old) == 1, f"{old!r} occurs {data.count(old)} times in {src}"
+                data = data.replace(old, new)
+            zout.writestr(item, data)
+    return dst

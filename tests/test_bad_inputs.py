@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import spd_yolo
 from helpers import REPO
-from spd_modules import SPDSizeError
+from spd_yolo.errors import SPDSizeError
 from spd_yolo import SPDConfigError
 
 def model_yaml(nc=2, stem=(-1, 1, "SPDConv", [16, 3, 2]), mid=(-1, 1, "Conv", [32, 3, 1]), head_from=(-1,), **extra):

@@ -108,20 +108,42 @@ def test_gpu_benchmark_without_a_gpu_says_so(capsys):
     assert "no CUDA device" in err and "use --device cpu" in err
 
 
-def test_permute_variant_is_the_reference_channel_order(rng):
-    """bench_spd_layer's 'permute' variant: the same bytes as the slicing reference (it also checks before timing)."""
-    from spd_modules import space_to_depth_reference
+def test_slicing_variant_is_the_layer_channel_order(rng):
+    """bench_spd_layer's 'slicing' variant: the same bytes as the package's layer (it also checks before timing)."""
+    from spd_yolo.layers import space_to_depth
 
-    permute_spd = _bench_module("bench_spd_layer").permute_spd
+    slicing_spd = _bench_module("bench_spd_layer").slicing_spd
     x = torch.randn(2, 3, 8, 12, generator=rng)
-    assert torch.equal(permute_spd(x), space_to_depth_reference(x))
-    assert not torch.equal(permute_spd(x), torch.nn.functional.pixel_unshuffle(x, 2))  # a different order
+    assert torch.equal(slicing_spd(x), space_to_depth(x))
+    assert torch.equal(slicing_spd(x[..., :6, :9], 3), space_to_depth(x[..., :6, :9], 3))
+    assert not torch.equal(slicing_spd(x), torch.nn.functional.pixel_unshuffle(x, 2))  # a different order
+
+
+def test_slicing_swap_reaches_the_model_layers_and_is_undone(rng):
+    """Part B's swap: SpaceToDepth layers call the swapped function inside the block, and the layer again after."""
+    from spd_yolo.layers import SpaceToDepth, space_to_depth
+
+    bench = _bench_module("bench_spd_layer")
+    calls = []
+
+    def recording(x, s):
+        calls.append(s)
+        return bench.slicing_spd(x, s)
+
+    layer, x = SpaceToDepth(2), torch.randn(1, 2, 4, 4, generator=rng)
+    with bench.swapped_layer(recording):
+        assert torch.equal(layer(x), space_to_depth(x))
+    assert calls == [2]
+    with pytest.raises(RuntimeError), bench.swapped_layer(recording):
+        raise RuntimeError("boom")  # restored even when the block fails
+    layer(x)
+    assert calls == [2]
 
 
 def test_layer_benchmark_times_only_the_variants_asked_for():
-    rows = _bench_module("bench_spd_layer").bench_layer((1, 4, 64, 64), "cpu", 1, only=["permute"])
+    rows = _bench_module("bench_spd_layer").bench_layer((1, 4, 64, 64), "cpu", 1, only=["layer"])
     assert [(r["pass"], r["variant"]) for r in rows] == [
-        ("forward", "copy"), ("forward", "permute"), ("forward+backward", "copy"), ("forward+backward", "permute")]
+        ("forward", "copy"), ("forward", "layer"), ("forward+backward", "copy"), ("forward+backward", "layer")]
     assert all(r["ms"] > 0 for r in rows)
 
 
@@ -151,25 +173,27 @@ def _quick(script: str, tmp_path, *extra) -> dict:
 
 
 def test_quick_spd_layer_benchmark(tmp_path):
-    from spd_yolo import fast_spd
-
     data = _quick("bench_spd_layer", tmp_path)
+    assert "fast_kernel" not in data
     fwd = {r["variant"]: r for r in data["layer"] if r["pass"] == "forward"}
-    expected = {"copy", "reference", "permute", "pixel_unshuffle"}
-    expected |= {"fast"} if fast_spd.kernel_available() else set()
-    kernel_only = {"fast, kernel call only"} if fast_spd.kernel_available() else set()
-    assert set(fwd) == expected | kernel_only and fwd["copy"]["x_copy"] == 1.0
+    expected = {"copy", "layer", "slicing", "pixel_unshuffle"}
+    assert set(fwd) == expected and fwd["copy"]["x_copy"] == 1.0
+    assert all(r["ms"] > 0 for r in data["layer"])
     assert {r["variant"] for r in data["layer"] if r["pass"] == "forward+backward"} == expected | {"autograd floor"}
-    assert [r["path"] for r in data["model_share"]] == ["reference", "fast"] * 2
-    assert all(0 < r["share"] < 1 for r in data["model_share"])
+    share = data["model_share"]
+    assert [r["path"] for r in share] == ["layer", "slicing"] * 2
+    assert [r["setting"].split(" ")[0] for r in share] == ["train"] * 2 + ["inference"] * 2
+    assert all(0 < r["share"] < 1 and r["spd_layers"] > 0 for r in share)
+    assert all(r["ratio_to_stock"] > 0 and r["stock_ms"] > 0 for r in share)
+    assert all(1.5 < r["gflops_ratio"] < 1.6 for r in share)  # yolov5n-SPD / yolov5n at 640: 1.56x
 
 
 def test_quick_models_benchmark(tmp_path):
     (pair,) = _quick("bench_models", tmp_path)["pairs"]
     assert (pair["spd"], pair["stock"]) == ("yolov5n-SPD", "yolov5n")
     assert pair["gflops"][0] > pair["gflops"][1] and pair["params"][0] > pair["params"][1]
-    assert {"fused SPD", "fused stock", "fused SPD, strided rewrite", "ORT SPD", "ORT SPD, strided rewrite",
-            "unfused SPD", "unfused stock"} <= set(pair["latency"])
+    assert set(pair["latency"]) == {"fused SPD", "fused stock", "fused SPD, strided rewrite", "unfused SPD",
+                                    "unfused stock", "ORT SPD", "ORT stock", "ORT SPD, strided rewrite"}
     assert pair["train"]["time_ratio"] > 0 and min(pair["train"]["images_per_s"]) > 0
     assert all(m["step_mib"] > 0 for m in pair["memory"])
 
@@ -181,7 +205,7 @@ def test_quick_gpu_benchmark_on_cpu(tmp_path):
     assert got == [(b, v, "float32") for b in (1, 2) for v in ("SPD", "SPD, strided rewrite", "stock")]
     (train,) = data["train"]
     assert train["spd"] == "yolov5s-SPD" and train["time_ratio"] > 0 and train["peak_step_mib"] == [None, None]
-    assert {r["variant"] for r in data["layer"]} >= {"copy", "reference", "permute", "autograd floor"}
+    assert {r["variant"] for r in data["layer"]} == {"copy", "layer", "slicing", "pixel_unshuffle", "autograd floor"}
     assert 1.5 < data["gflops_ratio"]["yolov5s-SPD"] < 2
 
 

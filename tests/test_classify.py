@@ -25,11 +25,12 @@ from ultralytics.nn.tasks import ClassificationModel
 
 import spd_yolo
 from helpers import REPO, script_ok, write_yaml
-from spd_modules import DepthToSpace, ResNetStage, ResNetStem, SPDConv, SPDSizeError, SpaceToDepth, full_res_conv_as_spd
+from spd_yolo.errors import ClassificationDataError, SPDSizeError
+from spd_yolo.layers import DepthToSpace, ResNetStage, ResNetStem, SPDConv, SpaceToDepth, full_res_conv_as_spd
 from spd_yolo import SPDConfigError
 from spd_yolo.cli import detect, train, val
 from spd_yolo.data import convert
-from spd_yolo.data.folders import ClassificationDataError, check_classification_folders
+from spd_yolo.data.folders import check_classification_folders
 from spd_yolo.data.synth_cls import CLASS_NAMES, generate_cls_dataset
 
 CLASSIFIERS = ("resnet18", "resnet18-SPD", "resnet50", "resnet50-SPD")

@@ -8,7 +8,8 @@ from ultralytics.nn.tasks import ClassificationModel, DetectionModel
 
 import spd_yolo
 from helpers import REPO, run_python, write_yaml
-from spd_modules import SPDConv, SPDSizeError, SpaceToDepth
+from spd_yolo.errors import SPDSizeError
+from spd_yolo.layers import SPDConv, SpaceToDepth
 from spd_yolo.models import registry
 
 ALL_MODELS = spd_yolo.available_models()
@@ -72,7 +73,7 @@ def test_stock_yamls_identical_with_plugin(tmp_path):
         f"for n in {names!r}:\n"
         "    m = DetectionModel(n, verbose=False)\n"
         "    print(n, sum(p.numel() for p in m.parameters()), len(m.state_dict()))\n"
-        "assert 'spd_modules' not in sys.modules\n"
+        "assert 'spd_yolo' not in sys.modules and 'spd_modules' not in sys.modules\n"
     )
     out = run_python(code, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -166,8 +167,8 @@ def test_verbose_summary_shows_spd_rows(caplog):
     with caplog.at_level(logging.INFO, logger="ultralytics"):
         spd_yolo.build_model("yolov5n-SPD", verbose=True)
     rows = [" ".join(m.split()) for m in caplog.messages]
-    assert "0 -1 1 1760 spd_modules.SPDConv [3, 16, 3, 2]" in rows
-    assert "2 -1 1 0 spd_modules.SpaceToDepth [2]" in rows
+    assert "0 -1 1 1760 spd_yolo.layers.SPDConv [3, 16, 3, 2]" in rows
+    assert "2 -1 1 0 spd_yolo.layers.SpaceToDepth [2]" in rows
     assert "28 [-1, 14] 1 0 ultralytics.nn.modules.conv.Concat [1]" in rows  # stock rows as ultralytics prints them
     assert len([r for r in rows if r.split(" ")[0].isdigit()]) == 31  # one line per layer, none lost or repeated
 

@@ -212,9 +212,9 @@ def test_plain_ultralytics_uses_our_checkpoint_in_a_fresh_process(run_dir, datas
     code = f"""
 import sys
 from ultralytics import YOLO
-assert "spd_modules" not in sys.modules
+assert "spd_yolo" not in sys.modules
 m = YOLO({str(weights)!r})
-assert "spd_modules" in sys.modules  # the checkpoint imported (and registered) our layers itself
+assert "spd_yolo" in sys.modules  # the checkpoint imported (and registered) our layers itself
 r = m.predict({str(dataset.parent / "images/val")!r}, imgsz=64, verbose=False)
 print("predicted", len(r))
 print("val mAP50-95", m.val(data={str(dataset)!r}, imgsz=64, batch=4, verbose=False).box.map)

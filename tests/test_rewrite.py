@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from spd_modules import SPDConv, SpaceToDepth, space_to_depth_reference
+from helpers import slicing_space_to_depth
+from spd_yolo.layers import SPDConv, SpaceToDepth
 from spd_yolo import build_model
 from spd_yolo.rewrite import can_rewrite_conv, rewrite_spd, strided_equivalent
 
@@ -17,7 +18,7 @@ def test_strided_equivalent_is_the_same_function(s, k, p, bias, rng):
     c1, c2 = 5, 7
     conv = nn.Conv2d(s * s * c1, c2, k, 1, p, bias=bias).double()
     x = torch.randn(2, c1, 4 * s, 6 * s, dtype=torch.float64, generator=rng)
-    want = conv(space_to_depth_reference(x, s))
+    want = conv(slicing_space_to_depth(x, s))
     new = strided_equivalent(conv, s)
     assert new.kernel_size == (s * k, s * k) and new.stride == (s, s) and new.padding == (s * p, s * p)
     got = new(x)
@@ -31,7 +32,7 @@ def test_stem_is_yolov5s_6x6_conv(rng):
     new = strided_equivalent(conv)
     assert (new.in_channels, new.kernel_size, new.stride, new.padding) == (3, (6, 6), (2, 2), (2, 2))
     x = torch.rand(1, 3, 64, 64, generator=rng)
-    torch.testing.assert_close(new(x), conv(space_to_depth_reference(x)), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(new(x), conv(slicing_space_to_depth(x)), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -8,12 +8,30 @@ otherwise search its own folders or try to download a dataset or weights of that
 from __future__ import annotations
 
 import argparse
+import ast
 import glob
+import os
+import re
+import shutil
 import sys
 from pathlib import Path
 from typing import Callable
 
+import cv2
 import yaml
+from PIL import Image
+from ultralytics.cfg import check_cfg
+from ultralytics.data.utils import IMG_FORMATS
+from ultralytics.nn.backends.base import BaseBackend
+from ultralytics.nn.tasks import guess_model_task
+from ultralytics.utils import DATASETS_DIR
+from ultralytics.utils.torch_utils import select_device
+
+from spd_yolo.data.folders import check_classification_folders, find_split, is_image, resolve_root
+from spd_yolo.errors import ClassificationDataError, CLIError, SPDError
+from spd_yolo.model import YOLO
+from spd_yolo.models.configs import load_model_yaml
+from spd_yolo.rewrite import rewrite_spd
 
 __all__ = (
     "CLIError",
@@ -31,14 +49,13 @@ __all__ = (
     "check_cls_data",
     "cls_imgsz_from_data",
     "trained_imgsz",
+    "check_device",
+    "check_settings",
+    "remove_if_empty",
 )
 
 VIDEO_SUFFIXES = {".asf", ".avi", ".gif", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".ts", ".wmv", ".webm"}
 STREAM_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://", "tcp://")
-
-
-class CLIError(Exception):
-    """A user input problem: printed as 'error: ...' with exit code 1 (no traceback)."""
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -83,16 +100,54 @@ def check_weights(path: str | None, suffixes: tuple[str, ...] = (".pt", ".onnx")
 
 
 def load_model(weights: str):
-    """`spd_yolo.YOLO(weights)`; a file that is not a loadable checkpoint (truncated, not a model) is a CLIError."""
-    import pickle
-    import zipfile
-
-    from spd_yolo import YOLO
-
+    """`spd_yolo.YOLO(weights)`. A .pt that is not a loadable checkpoint is a `CheckpointError` naming the file (not a
+    checkpoint, truncated, or a class we lack); an export that cannot be opened is a CLIError."""
     try:
         return YOLO(weights)
-    except (TypeError, ValueError, RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, KeyError) as e:
+    except SPDError:
+        raise
+    except (TypeError, ValueError, RuntimeError, OSError, EOFError, KeyError) as e:
         raise CLIError(f"--weights {weights}: not a loadable model ({type(e).__name__}: {str(e).splitlines()[0]})") from e
+
+
+# ultralytics setting -> the script flag that sets it (for ultralytics' own argument errors).
+FLAGS = {
+    "conf": "--conf-thres", "iou": "--iou-thres", "max_det": "--max-det", "imgsz": "--imgsz", "batch": "--batch-size",
+    "epochs": "--epochs", "workers": "--workers", "patience": "--patience", "seed": "--seed", "device": "--device",
+    "line_width": "--line-thickness", "vid_stride": "--vid-stride", "save_period": "--save-period",
+    "label_smoothing": "--label-smoothing", "freeze": "--freeze", "optimizer": "--optimizer", "classes": "--classes",
+}
+
+
+def check_device(device: str | None) -> None:
+    """--device must name a device this machine has (ultralytics' own check, run before anything is loaded)."""
+    if not device:
+        return
+    try:
+        select_device(device, verbose=False)
+    except (ValueError, AssertionError, RuntimeError) as e:
+        raise CLIError(f"--device {device}: {' '.join(str(e).split())}") from None
+
+
+def check_settings(overrides: dict, hyp: str | None = None) -> None:
+    """Check settings with ultralytics' own rules (types, fraction ranges) before anything runs; an error names the
+    flag that set the bad value (or the --hyp file for its keys)."""
+    try:
+        check_cfg({k: v for k, v in overrides.items() if v is not None}, hard=True)
+    except (TypeError, ValueError, SyntaxError) as e:
+        found = re.match(r"'(\w+)=", str(e))
+        key = found.group(1) if found else ""
+        if key in FLAGS:
+            where = f"{FLAGS[key]} {overrides.get(key)}"
+        else:
+            where = f"--hyp {hyp}: {key}" if hyp and key else "argument"
+        raise CLIError(f"{where}: {' '.join(str(e).split())}") from None
+
+
+def remove_if_empty(folder: str | Path | None) -> None:
+    """Delete `folder` if it holds no file at all (a run folder a failed run created), else leave it."""
+    if folder and Path(folder).is_dir() and not any(p.is_file() for p in Path(folder).rglob("*")):
+        shutil.rmtree(folder)
 
 
 def add_strided_spd(parser: argparse.ArgumentParser, what: str) -> None:
@@ -107,8 +162,6 @@ def add_strided_spd(parser: argparse.ArgumentParser, what: str) -> None:
 def strided_spd(model, flag: str = "--strided-spd") -> None:
     """Fuse `model` (a YOLO, .pt) and rewrite each SPD + convolution in it as the equal strided convolution, in place;
     says how many were rewritten."""
-    from spd_yolo.rewrite import rewrite_spd
-
     model.model, done = rewrite_spd(model.model.fuse().eval())
     print(f"{flag}: {len(done)} SPD layer(s) rewritten as strided convolutions" if done else
           f"{flag}: the model has no SPD + convolution pair to rewrite; it runs as it is")
@@ -138,8 +191,6 @@ def check_data_yaml(path: str | None, splits: tuple[str, ...]) -> str:
         raise CLIError(f"--data {path}: not valid YAML ({e})") from None
     if not isinstance(data, dict) or "names" not in data and "nc" not in data:
         raise CLIError(f"--data {path}: expected a mapping with 'names' (and 'path', 'train', 'val')")
-    from ultralytics.data.utils import IMG_FORMATS
-    from ultralytics.utils import DATASETS_DIR
 
     root = Path(data.get("path") or p.parent)  # relative: from the working directory, else ultralytics' datasets dir
     if not root.is_absolute():
@@ -169,8 +220,6 @@ def check_source(source: str) -> str:
     if not p.exists():
         raise CLIError(f"--source {source}: no such file or folder")
     if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES:
-        import cv2
-
         cap = cv2.VideoCapture(str(p))
         ok = cap.isOpened() and cap.read()[0]
         cap.release()
@@ -194,10 +243,6 @@ def check_source(source: str) -> str:
 
 def cfg_task(cfg: str) -> str:
     """Task of a model YAML or name ('detect', 'classify', ...), read from its head; SPDConfigError if unreadable."""
-    from ultralytics.nn.tasks import guess_model_task
-
-    from spd_yolo.models.configs import load_model_yaml
-
     return guess_model_task(load_model_yaml(cfg)) or "detect"
 
 
@@ -208,8 +253,6 @@ def check_cls_data(path: str | None, splits: tuple[str, ...]) -> tuple[str, dict
     no image, an empty class folder, classes that differ between train and val) is a CLIError naming the folder.
     Nothing is downloaded.
     """
-    from spd_yolo.data.folders import ClassificationDataError, check_classification_folders, resolve_root
-
     if not path:
         raise CLIError("--data is required: for classification an image folder with train/<class>/ and val/<class>/")
     try:
@@ -222,12 +265,6 @@ def check_cls_data(path: str | None, splits: tuple[str, ...]) -> tuple[str, dict
 def cls_imgsz_from_data(root: str) -> int:
     """The size of the first training image (its longer side) rounded up to a multiple of 32: 32 for CIFAR-10, 64
     for Tiny ImageNet."""
-    import os
-
-    from PIL import Image
-
-    from spd_yolo.data.folders import find_split, is_image
-
     train = find_split(root, "train")
     for folder, _, files in sorted(os.walk(train)):
         for name in sorted(files):
@@ -244,12 +281,8 @@ def trained_imgsz(model, weights: str) -> int | list[int] | None:
     """The input size a checkpoint was trained at (its train args) or an export was made for (its metadata)."""
     imgsz = (getattr(model, "overrides", None) or {}).get("imgsz")
     if imgsz is None and not str(weights).endswith(".pt"):
-        from ultralytics.nn.backends.base import BaseBackend
-
         imgsz = BaseBackend.read_metadata(weights).get("imgsz")
     if isinstance(imgsz, str):  # exports store it as text, e.g. '[32, 32]'
-        import ast
-
         try:
             imgsz = ast.literal_eval(imgsz)
         except (ValueError, SyntaxError):
@@ -267,13 +300,11 @@ def parse_freeze(values: list[int] | None):
 
 
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """Run a script's main: user errors print one clear line and exit 1; Ctrl-C exits 130."""
-    from spd_yolo.errors import SPDConfigError
-    from spd_modules import SPDSizeError
-
+    """Run a script's main: user errors (any `SPDError`, a missing file) print one clear line and exit 1; Ctrl-C
+    exits 130. SIGINT is left as the process got it: ignored in a background job, as its shell chose."""
     try:
         return main(argv)
-    except (CLIError, SPDConfigError, SPDSizeError, FileNotFoundError) as e:
+    except (SPDError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -19,6 +19,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from pathlib import Path
 
 from spd_yolo.cli.common import (
@@ -28,10 +29,13 @@ from spd_yolo.cli.common import (
     add_imgsz,
     add_run_dir,
     add_strided_spd,
+    check_device,
     check_imgsz,
+    check_settings,
     check_source,
     check_weights,
     load_model,
+    remove_if_empty,
     run_main,
     strided_spd,
     trained_imgsz,
@@ -77,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     source = check_source(args.source)
     if args.vid_stride < 1:
         raise CLIError(f"--vid-stride {args.vid_stride}: must be >= 1")
+    if args.max_det < 1:
+        raise CLIError(f"--max-det {args.max_det}: must be >= 1")
+    check_settings({"conf": args.conf_thres, "iou": args.iou_thres, "line_width": args.line_thickness})
+    check_device(args.device)
     if args.strided_spd and not weights.endswith(".pt"):
         raise CLIError(f"--strided-spd rewrites a .pt model; {weights} is already exported (export it with "
                        "export.py --strided-spd instead)")
@@ -100,9 +108,20 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:  # a generator: one result at a time, nothing accumulated
         n_items += 1
         n_boxes += len(r.boxes) if r.boxes is not None else 0
-    save_dir = model.predictor.save_dir if model.predictor else None
+    save_dir = _check_any_read(n_items, source, model)
     print(f"{n_items} images/frames, {n_boxes} detections" + (f"; results saved to {save_dir}" if save_dir else ""))
     return 0
+
+
+def _check_any_read(n_items: int, source: str, model):
+    """The run's output folder; a source of which no image or frame could be read is an error (ultralytics has warned
+    for each unreadable file) and the empty output folder it made is removed."""
+    save_dir = model.predictor.save_dir if model.predictor else None
+    if n_items == 0:
+        remove_if_empty(save_dir)
+        raise CLIError(f"--source {source}: no readable image or video frame (files that are not images or videos, "
+                       f"or damaged ones, are skipped)")
+    return save_dir
 
 
 def _common_options(args) -> dict:
@@ -127,8 +146,6 @@ def _common_options(args) -> dict:
 
 def _classify(model, weights: str, source: str, args) -> int:
     """Classify every image/frame; print how many and the most frequent top-1 classes."""
-    from collections import Counter
-
     results = model.predict(
         source=source, imgsz=args.imgsz or trained_imgsz(model, weights) or 224, **_common_options(args)
     )
@@ -137,7 +154,7 @@ def _classify(model, weights: str, source: str, args) -> int:
         top1[r.names[r.probs.top1]] += 1
     n_items = sum(top1.values())
     common = ", ".join(f"{name} {n}" for name, n in top1.most_common(5))
-    save_dir = model.predictor.save_dir if model.predictor else None
+    save_dir = _check_any_read(n_items, source, model)
     print(
         f"{n_items} images/frames classified" + (f", top-1: {common}" if common else "")
         + (f"; results saved to {save_dir}" if save_dir else "")

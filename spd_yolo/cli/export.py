@@ -20,11 +20,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ultralytics.engine.exporter import export_formats
+from ultralytics.utils import ASSETS
+
 from spd_yolo.cli.common import (
     CLIError,
     HelpFormatter,
     add_device,
     add_strided_spd,
+    check_device,
     check_imgsz,
     check_weights,
     load_model,
@@ -32,6 +36,7 @@ from spd_yolo.cli.common import (
     strided_spd,
     trained_imgsz,
 )
+from spd_yolo.export_check import onnx_parity
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,12 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from ultralytics.engine.exporter import export_formats
-    from ultralytics.utils import ASSETS
-
-    from spd_yolo.export_check import onnx_parity
-
     weights = check_weights(args.weights, (".pt",))
+    check_device(args.device)
     if args.imgsz is not None:
         if len(args.imgsz) not in (1, 2):
             raise CLIError(f"--imgsz: give one size or H W, got {args.imgsz}")

@@ -24,6 +24,8 @@ import sys
 from pathlib import Path
 
 import yaml
+from ultralytics.cfg import DEFAULT_CFG_DICT
+from ultralytics.utils import LOGGER
 
 from spd_yolo.cli.common import (
     CLIError,
@@ -34,13 +36,18 @@ from spd_yolo.cli.common import (
     cfg_task,
     check_cls_data,
     check_data_yaml,
+    check_device,
     check_imgsz,
+    check_settings,
     check_weights,
     cls_imgsz_from_data,
     parse_freeze,
     load_model,
     run_main,
 )
+from spd_yolo.engine import SPDClassificationTrainer, SPDDetectionTrainer, label_smoothing
+from spd_yolo.model import YOLO
+from spd_yolo.models.configs import resolve_model_yaml
 
 # YOLOv5 hyperparameters that the anchor-free ultralytics head has no use for: accepted in --hyp files, ignored.
 YOLOV5_ONLY_HYP = {"obj", "obj_pw", "iou_t", "anchor_t", "anchors", "fl_gamma", "cls_pw"}
@@ -101,9 +108,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_hyp(path: str) -> dict:
     """Read a --hyp YAML; YOLOv5-only keys are ignored with a warning, unknown keys are an error naming them."""
-    from ultralytics.cfg import DEFAULT_CFG_DICT
-    from ultralytics.utils import LOGGER
-
     p = Path(path)
     if not p.is_file():
         raise CLIError(f"--hyp {path}: file not found")
@@ -137,17 +141,11 @@ def resume_checkpoint(resume, project: str) -> str:
 
 
 def _trainer(task: str):
-    from spd_yolo.engine import SPDClassificationTrainer, SPDDetectionTrainer
-
     return SPDClassificationTrainer if task == "classify" else SPDDetectionTrainer
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from spd_yolo import YOLO
-    from spd_yolo.engine import label_smoothing
-    from spd_yolo.models.configs import resolve_model_yaml
-
     if args.resume:
         model = load_model(resume_checkpoint(args.resume, args.project))
         return _train(model, resume=True, trainer=_trainer(model.task))
@@ -158,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         raise CLIError(f"--batch-size {args.batch_size}: must be a positive number of images (or -1 for AutoBatch)")
     if args.epochs < 1:
         raise CLIError(f"--epochs {args.epochs}: must be >= 1")
+    if not 0.0 <= args.label_smoothing < 1.0:
+        raise CLIError(f"--label-smoothing {args.label_smoothing}: must be in [0, 1)")
+    check_device(args.device)
     weights = check_weights(args.weights, (".pt",)) if args.weights else None
     if not args.cfg and not weights:
         raise CLIError("give --cfg (model YAML or name, e.g. yolov5n-SPD) and/or --weights (a .pt checkpoint)")
@@ -205,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         val=not args.noval,
         plots=not args.noplots,
     )
+    check_settings(overrides, hyp=args.hyp)
     if args.cfg and weights:
         overrides["pretrained"] = weights  # ultralytics transfers name+shape matches and logs "Transferred N/M items"
     return _train(model, trainer=_trainer(task), **overrides)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import sys
 from pathlib import Path
 
 from spd_yolo.cli.common import (
@@ -31,6 +32,7 @@ from spd_yolo.cli.common import (
     add_run_dir,
     check_data_yaml,
     check_cls_data,
+    check_device,
     check_imgsz,
     check_weights,
     data_names,
@@ -38,6 +40,8 @@ from spd_yolo.cli.common import (
     run_main,
     trained_imgsz,
 )
+from spd_yolo.coco import format_table
+from spd_yolo.engine import SPDClassificationValidator, SPDDetectionValidator
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.imgsz is not None:
         check_imgsz(args.imgsz)
     weights = check_weights(args.weights)
+    check_device(args.device)
     if args.data and Path(args.data).is_dir():  # an image folder: only a classifier can use it
         model = load_model(weights)
         if model.task == "classify":
@@ -101,7 +106,6 @@ def main(argv: list[str] | None = None) -> int:
     result = getattr(metrics, "coco", None)
     if result is None:
         raise CLIError("COCO evaluation did not run")
-    from spd_yolo.coco import format_table
 
     print(format_table({Path(weights).name: result}))
     print(f"Results saved to {metrics.save_dir}" if hasattr(metrics, "save_dir") else "")
@@ -110,8 +114,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _val(model, args, data):
     """ultralytics validation with our validator (COCO metrics always on)."""
-    from spd_yolo.engine import SPDDetectionValidator
-
     return model.val(
         validator=functools.partial(SPDDetectionValidator, anno_json=args.anno_json or None),
         data=data,
@@ -137,10 +139,6 @@ def _val(model, args, data):
 
 def _val_classifier(model, weights: str, args) -> int:
     """Top-1/top-5 accuracy (per class with --verbose) and the confusion matrix of a classifier on an image folder."""
-    import sys
-
-    from spd_yolo.engine import SPDClassificationValidator
-
     data, found = check_cls_data(args.data, (args.task,))
     split = found[args.task]
     if not args.single_cls and len(model.names) != len(split.classes):

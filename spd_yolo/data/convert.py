@@ -35,15 +35,13 @@ from typing import Iterator
 
 import numpy as np
 
+from spd_yolo.errors import ConversionError
+
 __all__ = ("ConversionError", "tiny_imagenet_to_folders", "cifar10_to_folders", "main")
 
 CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST = "test_batch"
 CIFAR_META = "batches.meta"
-
-
-class ConversionError(ValueError):
-    """The source is missing a file or folder or is malformed; the message names it."""
 
 
 # ---------------------------------------------------------------------------------------------------------------------

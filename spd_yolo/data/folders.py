@@ -20,6 +20,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ultralytics.data.utils import IMG_FORMATS
+
+from spd_yolo.errors import ClassificationDataError
+
 __all__ = (
     "ClassificationDataError",
     "SplitFolder",
@@ -32,14 +36,8 @@ __all__ = (
 VAL_NAMES = ("val", "validation", "valid")  # ultralytics' names for the validation split, in its order
 
 
-class ClassificationDataError(ValueError):
-    """A classification dataset folder is missing or malformed; the message names the folder."""
-
-
 def is_image(name: str) -> bool:
     """Whether a file name has one of ultralytics' image suffixes."""
-    from ultralytics.data.utils import IMG_FORMATS
-
     return name.rpartition(".")[-1].lower() in IMG_FORMATS
 
 

@@ -1,0 +1,26 @@
+# SPD-YOLO, AGPL-3.0 license
+"""The SPD layers: plain torch modules that import only torch, ultralytics' `Conv` and our error types.
+
+Checkpoints pickle these classes under ``spd_yolo.layers.*``, so unpickling one imports `spd_yolo` (which registers
+them with ultralytics) and, where the project is missing, names a module only this project's distribution provides.
+"""
+
+from spd_yolo.layers.resnet import ResNetBasicBlock, ResNetBottleneck, ResNetStage, ResNetStem, full_res_conv_as_spd
+from spd_yolo.layers.space_to_depth import DepthToSpace, SPDConv, SpaceToDepth, depth_to_space, space_to_depth
+
+__all__ = (
+    "space_to_depth",
+    "depth_to_space",
+    "SpaceToDepth",
+    "DepthToSpace",
+    "SPDConv",
+    "full_res_conv_as_spd",
+    "ResNetStem",
+    "ResNetBasicBlock",
+    "ResNetBottleneck",
+    "ResNetStage",
+    "LAYERS",
+)
+
+# Every module class of ours that a model can hold (the safe-loading allow-list and the registry use this tuple).
+LAYERS = (SpaceToDepth, DepthToSpace, SPDConv, ResNetStem, ResNetBasicBlock, ResNetBottleneck, ResNetStage)

@@ -1,0 +1,42 @@
+# SPD-YOLO, AGPL-3.0 license
+"""`YOLO`: the ultralytics model class, knowing our bare model names, weights-only files and checkpoint errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ultralytics import YOLO as _YOLO
+
+from spd_yolo.checkpoint import checkpoint_errors
+from spd_yolo.models.configs import build_errors, load_model_yaml, probe_forward, resolve_model_cfg
+from spd_yolo.weights import load_weights_only
+
+__all__ = ("YOLO",)
+
+
+class YOLO(_YOLO):
+    """ultralytics `YOLO` that also accepts our bare model names (``yolov5s-SPD``) from any working directory."""
+
+    def __init__(self, model: str | Path = "yolov5n-SPD.yaml", task: str | None = None, verbose: bool = False):
+        super().__init__(resolve_model_cfg(model) if isinstance(model, (str, Path)) else model, task, verbose)
+
+    def _new(self, cfg: str, task=None, verbose=False) -> None:
+        """Build from a YAML as ultralytics does; any problem is an SPDConfigError naming the file (and layer)."""
+        load_model_yaml(cfg)  # file-level problems (not YAML, no backbone, bad nc or scale) get a clear message
+        with build_errors(cfg):
+            super()._new(cfg, task=task, verbose=verbose)
+        probe_forward(self.model, cfg)
+
+    def _load(self, weights: str, task: str | None = None) -> None:
+        """Load a checkpoint as ultralytics does; a weights-only file of ours is rebuilt from its YAML. A file that
+        is not a checkpoint, is truncated or names a class we lack raises `CheckpointError` saying which."""
+        with checkpoint_errors(weights):
+            model = load_weights_only(weights, missing_ok=True)  # one read of the file, not a check then a load
+            if model is None:
+                return super()._load(weights, task)
+        self.model = model
+        self.ckpt = {"model": self.model}  # truthy: train() fine-tunes from these weights
+        self.task = self.model.task
+        self.overrides = self.model.args = self._reset_ckpt_args(self.model.args)
+        self.ckpt_path = self.model_name = str(weights)
+        self.overrides.update(model=str(weights), task=self.task)
