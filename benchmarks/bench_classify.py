@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--skip", nargs="+", default=[], choices=SKIPPABLE, help="parts to leave out")
     parser.add_argument("--plain-stem-init", action="store_true",
                         help="ablation: initialise the SPD stem's conv as PyTorch does (four independent output "
-                        "phases) instead of as a full-resolution conv (spd_modules.full_res_conv_as_spd)")
+                        "phases) instead of as a full-resolution conv (spd_yolo.layers.full_res_conv_as_spd)")
     args = parser.parse_args(argv)
     common.check_common(parser, args)
     common.check_names(parser, "--models", args.models, list(PAIRS))
@@ -128,7 +128,7 @@ def train_once(name: str, data: Path, project: Path, seed: int, args) -> dict:
 
 def _plain_stem_init(trainer) -> None:
     """Re-initialise SPD stems with PyTorch's default conv init (the --plain-stem-init ablation)."""
-    from spd_modules import ResNetStem
+    from spd_yolo.layers import ResNetStem
 
     for m in trainer.model.modules():
         if isinstance(m, ResNetStem) and m.spd:

@@ -127,11 +127,18 @@ print("close", torch.allclose(y, io["y"], rtol=1e-5, atol=1e-6), type(model.mode
     assert "close True spd_yolo.layers." in out.stdout
 
 
-def test_new_checkpoints_name_only_the_spd_yolo_package(checkpoint):
-    with zipfile.ZipFile(checkpoint) as z:
+def _our_modules(path) -> set:
+    with zipfile.ZipFile(path) as z:
         data = z.read(next(n for n in z.namelist() if n.endswith("/data.pkl")))
-    ours = {m for m, _ in pickled_globals(data) if m.startswith(("spd", "models"))}
-    assert ours == {"spd_yolo.layers.space_to_depth"}, ours
+    return {m for m, _ in pickled_globals(data) if m.startswith(("spd", "models"))}
+
+
+def test_new_checkpoints_name_only_the_spd_yolo_package(checkpoint, tmp_path):
+    assert _our_modules(checkpoint) == {"spd_yolo.layers.space_to_depth"}
+    old = REPO / "tests/data/old_spd_cls.pt"
+    assert _our_modules(old) == {"spd_modules"}
+    spd_yolo.YOLO(old).save(tmp_path / "resaved.pt")  # what the README advises for an old checkpoint that travels
+    assert _our_modules(tmp_path / "resaved.pt") == {"spd_yolo.layers.space_to_depth", "spd_yolo.layers.resnet"}
 
 
 BLOCK_PROJECT = """

@@ -1,14 +1,17 @@
 # SPD-YOLO, AGPL-3.0 license
 """The four scripts' flags, help and bad input: a clear error naming what is wrong, exit 1, nothing written."""
 
+import shutil
 import subprocess
 import sys
 
+import cv2
+import numpy as np
 import pytest
 import torch
 import yaml
 
-from helpers import REPO
+from helpers import REPO, ok, script
 from spd_yolo.cli import detect, export, train, val
 
 SCRIPTS = {"train": train, "val": val, "detect": detect, "export": export}
@@ -72,12 +75,19 @@ def files(tmp_path_factory):
     video.write_bytes(b"\x00" * 100)
     listing = root / "list.txt"
     listing.write_text(f"{root}/nothere.jpg\n")
+    notes = root / "notes.jpg"  # a text file named like an image
+    notes.write_text("shopping list\n")
+    (root / "unreadable").mkdir()
+    (root / "unreadable/a.jpg").write_text("not an image")
+    (root / "unreadable/b.png").write_bytes(b"\x89PNG\r\n\x1a\n cut")
     fake, truncated = root / "fake.pt", root / "trunc.pt"
     fake.write_text("not a checkpoint")
     truncated.write_bytes(weights.read_bytes()[:50000])
     two = root / "two.yaml"
     two.write_text(good.read_text().replace("0: a", "0: a\n  1: b"))
-    return {"root": root, "good": good, "empty": empty, "fake": fake, "truncated": truncated, "two": two, "no_val": no_val, "not_yaml": not_yaml, "hyp": hyp, "weights": weights,
+    bad_hyp = root / "bad_hyp.yaml"
+    bad_hyp.write_text("lr0: 3.0\n")
+    return {"root": root, "notes": notes, "bad_hyp": bad_hyp, "good": good, "empty": empty, "fake": fake, "truncated": truncated, "two": two, "no_val": no_val, "not_yaml": not_yaml, "hyp": hyp, "weights": weights,
             "video": video, "listing": listing}
 
 
@@ -96,10 +106,26 @@ BAD = [
     ("val", ["--weights", "{root}/none.pt", "--data", "{good}"], "--weights {root}/none.pt: file not found"),
     ("val", ["--weights", "{hyp}", "--data", "{good}"], "expected a .pt or .onnx file"),
     ("val", ["--weights", "{weights}", "--data", "{good}", "--task", "test"], "no 'test' entry"),
-    ("val", ["--weights", "{fake}", "--data", "{good}"], "--weights {root}/fake.pt: not a loadable model"),
-    ("val", ["--weights", "{truncated}", "--data", "{good}"], "--weights {root}/trunc.pt: not a loadable model"),
+    ("val", ["--weights", "{fake}", "--data", "{good}"], "--weights {root}/fake.pt: not a PyTorch checkpoint"),
+    ("val", ["--weights", "{truncated}", "--data", "{good}"],
+     "--weights {root}/trunc.pt: truncated or damaged checkpoint"),
+    ("train", ["--weights", "{fake}", "--data", "{good}"], "--weights {root}/fake.pt: not a PyTorch checkpoint"),
+    ("train", ["--cfg", "yolov5n-SPD", "--data", "{good}", "--device", "7"], "--device 7: Invalid CUDA 'device=7'"),
+    ("train", ["--cfg", "yolov5n-SPD", "--data", "{good}", "--label-smoothing", "1.5"], "--label-smoothing 1.5: must"),
+    ("train", ["--cfg", "yolov5n-SPD", "--data", "{good}", "--hyp", "{bad_hyp}"],
+     "--hyp {root}/bad_hyp.yaml: lr0: 'lr0=3.0' is an invalid value"),
+    ("val", ["--weights", "{weights}", "--data", "{good}", "--device", "7"], "--device 7: Invalid CUDA 'device=7'"),
+    ("detect", ["--weights", "{weights}", "--source", "{good}", "--device", "7"], "--device 7: Invalid CUDA"),
+    ("detect", ["--weights", "{weights}", "--source", "{good}", "--conf-thres", "2"],
+     "--conf-thres 2.0: 'conf=2.0' is an invalid value. Valid 'conf' values are between 0.0 and 1.0"),
+    ("detect", ["--weights", "{weights}", "--source", "{good}", "--iou-thres", "-1"], "--iou-thres -1.0: 'iou=-1.0'"),
+    ("detect", ["--weights", "{weights}", "--source", "{good}", "--max-det", "0"], "--max-det 0: must be >= 1"),
+    ("detect", ["--weights", "{weights}", "--source", "{notes}"], "--source {root}/notes.jpg: no readable image"),
+    ("detect", ["--weights", "{weights}", "--source", "{root}/unreadable"], "--source {root}/unreadable: no readable"),
+    ("export", ["--weights", "{weights}", "--device", "7"], "--device 7: Invalid CUDA"),
     ("val", ["--weights", "{weights}", "--data", "{two}"], "predicts 80 classes but --data {root}/two.yaml has 2"),
-    ("detect", ["--weights", "{truncated}", "--source", "{good}"], "--weights {root}/trunc.pt: not a loadable model"),
+    ("detect", ["--weights", "{truncated}", "--source", "{good}"],
+     "--weights {root}/trunc.pt: truncated or damaged checkpoint"),
     ("val", ["--weights", "{weights}", "--data", "{good}", "--anno-json", "{root}/a.json"], "{root}/a.json: file not"),
     ("detect", ["--weights", "{weights}", "--source", "{root}/nothing.jpg"], "--source {root}/nothing.jpg: no such"),
     ("detect", ["--weights", "{weights}", "--source", "{root}/*.png"], "the glob matches no file"),
@@ -126,6 +152,20 @@ def test_bad_input_clear_error_nothing_written(name, argv, message, files, tmp_p
     assert err.startswith("error: ") and message.format(**fill) in err, err
     assert not (tmp_path / "runs").exists()
     assert sorted(p.name for p in files["root"].iterdir()) == before
+
+
+
+def test_a_folder_with_some_unreadable_files_warns_for_each_and_goes_on(files, tmp_path):
+    folder = tmp_path / "mixed"
+    shutil.copytree(files["root"] / "unreadable", folder)
+    assert cv2.imwrite(str(folder / "good.jpg"), np.full((64, 64, 3), 127, np.uint8))
+    out = script("detect", "--weights", files["weights"], "--source", folder, "--img", "64", "--project",
+                 tmp_path / "runs")
+    text = ok(out)
+    for bad in ("a.jpg", "b.png"):
+        assert sum(str(folder / bad) in line for line in text.splitlines()) == 1, bad  # one warning per bad file
+    assert "1 images/frames" in out.stdout
+    assert (tmp_path / "runs/exp/good.jpg").is_file()
 
 
 def test_ddp_workers_import_our_registration(files, tmp_path):

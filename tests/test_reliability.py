@@ -38,9 +38,16 @@ FAULTS = {
 }
 
 
-def child(fault: str, *argv) -> subprocess.CompletedProcess:
+def _sigint(handler):
+    """A preexec_fn that starts the child with SIGINT set to `handler`, whatever the shell that started pytest chose
+    (a background job inherits SIGINT ignored): the test then tests the project, not its surroundings."""
+    return lambda: signal.signal(signal.SIGINT, handler)
+
+
+def child(fault: str, *argv, sigint=signal.SIG_DFL) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", CHILD.format(setup=FAULTS[fault]), *map(str, argv)],
-                          capture_output=True, text=True, timeout=600, env={**os.environ, "YOLO_VERBOSE": "true"})
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "YOLO_VERBOSE": "true"},
+                          preexec_fn=_sigint(sigint))
 
 
 def train_args(data, project, name, epochs=3):
@@ -108,6 +115,14 @@ def test_ctrl_c_stops_cleanly_and_resumes(data, reference, tmp_path):
     res = resume(tmp_path / "run")
     assert res.returncode == 0, res.stderr[-2000:]
     assert_same_schedule(tmp_path / "run", reference)
+
+
+def test_sigint_ignored_by_the_parent_stays_ignored(data, tmp_path):
+    """Started with SIGINT ignored (as a background job is), training keeps it ignored: the same Ctrl-C does not stop
+    it, all epochs finish. That is the choice of the shell that started it, not ours to override."""
+    out = child("ctrl-c", *train_args(data, tmp_path, "run"), sigint=signal.SIG_IGN)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert [int(float(r["epoch"])) for r in rows(tmp_path / "run")] == [1, 2, 3]
 
 
 def test_same_seed_same_first_epoch_losses(data, reference, tmp_path):

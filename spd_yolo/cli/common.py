@@ -28,7 +28,7 @@ from ultralytics.utils import DATASETS_DIR
 from ultralytics.utils.torch_utils import select_device
 
 from spd_yolo.data.folders import check_classification_folders, find_split, is_image, resolve_root
-from spd_yolo.errors import ClassificationDataError, CLIError, SPDError
+from spd_yolo.errors import CheckpointError, ClassificationDataError, CLIError, SPDError
 from spd_yolo.model import YOLO
 from spd_yolo.models.configs import load_model_yaml
 from spd_yolo.rewrite import rewrite_spd
@@ -99,15 +99,17 @@ def check_weights(path: str | None, suffixes: tuple[str, ...] = (".pt", ".onnx")
     return str(p)
 
 
-def load_model(weights: str):
-    """`spd_yolo.YOLO(weights)`. A .pt that is not a loadable checkpoint is a `CheckpointError` naming the file (not a
-    checkpoint, truncated, or a class we lack); an export that cannot be opened is a CLIError."""
+def load_model(weights: str, flag: str = "--weights"):
+    """`spd_yolo.YOLO(weights)`; any file that cannot be loaded is a CLIError naming `flag` and the file: for a .pt,
+    why (not a checkpoint, truncated, a class or module this environment lacks: `spd_yolo.checkpoint`)."""
     try:
         return YOLO(weights)
+    except CheckpointError as e:
+        raise CLIError(f"{flag} {e}") from None
     except SPDError:
         raise
     except (TypeError, ValueError, RuntimeError, OSError, EOFError, KeyError) as e:
-        raise CLIError(f"--weights {weights}: not a loadable model ({type(e).__name__}: {str(e).splitlines()[0]})") from e
+        raise CLIError(f"{flag} {weights}: not a loadable model ({type(e).__name__}: {str(e).splitlines()[0]})") from e
 
 
 # ultralytics setting -> the script flag that sets it (for ultralytics' own argument errors).

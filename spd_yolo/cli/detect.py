@@ -88,11 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.strided_spd and not weights.endswith(".pt"):
         raise CLIError(f"--strided-spd rewrites a .pt model; {weights} is already exported (export it with "
                        "export.py --strided-spd instead)")
+    new_project = not Path(args.project).exists()  # removed again if the run reads nothing
     model = load_model(weights)
     if args.strided_spd:
         strided_spd(model)
     if model.task == "classify":
-        return _classify(model, weights, source, args)
+        return _classify(model, weights, source, args, new_project)
     results = model.predict(
         source=source,
         imgsz=640 if args.imgsz is None else args.imgsz,
@@ -108,17 +109,18 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:  # a generator: one result at a time, nothing accumulated
         n_items += 1
         n_boxes += len(r.boxes) if r.boxes is not None else 0
-    save_dir = _check_any_read(n_items, source, model)
+    save_dir = _check_any_read(n_items, source, model, args.project if new_project else None)
     print(f"{n_items} images/frames, {n_boxes} detections" + (f"; results saved to {save_dir}" if save_dir else ""))
     return 0
 
 
-def _check_any_read(n_items: int, source: str, model):
+def _check_any_read(n_items: int, source: str, model, new_project: str | None):
     """The run's output folder; a source of which no image or frame could be read is an error (ultralytics has warned
-    for each unreadable file) and the empty output folder it made is removed."""
+    for each unreadable file), and the empty folders the run made (its own, and `new_project`) are removed."""
     save_dir = model.predictor.save_dir if model.predictor else None
     if n_items == 0:
         remove_if_empty(save_dir)
+        remove_if_empty(new_project)
         raise CLIError(f"--source {source}: no readable image or video frame (files that are not images or videos, "
                        f"or damaged ones, are skipped)")
     return save_dir
@@ -144,7 +146,7 @@ def _common_options(args) -> dict:
     )
 
 
-def _classify(model, weights: str, source: str, args) -> int:
+def _classify(model, weights: str, source: str, args, new_project: bool) -> int:
     """Classify every image/frame; print how many and the most frequent top-1 classes."""
     results = model.predict(
         source=source, imgsz=args.imgsz or trained_imgsz(model, weights) or 224, **_common_options(args)
@@ -154,7 +156,7 @@ def _classify(model, weights: str, source: str, args) -> int:
         top1[r.names[r.probs.top1]] += 1
     n_items = sum(top1.values())
     common = ", ".join(f"{name} {n}" for name, n in top1.most_common(5))
-    save_dir = _check_any_read(n_items, source, model)
+    save_dir = _check_any_read(n_items, source, model, args.project if new_project else None)
     print(
         f"{n_items} images/frames classified" + (f", top-1: {common}" if common else "")
         + (f"; results saved to {save_dir}" if save_dir else "")

@@ -147,7 +147,7 @@ def _trainer(task: str):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.resume:
-        model = load_model(resume_checkpoint(args.resume, args.project))
+        model = load_model(resume_checkpoint(args.resume, args.project), flag="--resume")
         return _train(model, resume=True, trainer=_trainer(model.task))
 
     if args.imgsz is not None:
