@@ -27,7 +27,13 @@ from spd_yolo.models import registry  # noqa: E402
 
 registry.register()
 
-from spd_yolo.models.configs import CONFIG_DIR, available_models, build_model, resolve_model_cfg  # noqa: E402
+from spd_yolo.models.configs import (  # noqa: E402
+    CONFIG_DIR,
+    available_models,
+    build_model,
+    load_model_yaml,
+    resolve_model_cfg,
+)
 from spd_yolo.models.summary import ModelStats, model_stats  # noqa: E402
 from spd_yolo.model import YOLO  # noqa: E402
 
@@ -45,6 +51,7 @@ __all__ = (
     "CONFIG_DIR",
     "available_models",
     "build_model",
+    "load_model_yaml",
     "resolve_model_cfg",
     "ModelStats",
     "model_stats",
