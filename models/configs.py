@@ -1,5 +1,6 @@
 # SPD-YOLO, AGPL-3.0 license
-"""Model names: `yolov5s-SPD` (bare, with or without .yaml) -> our config, from any working directory.
+"""Model names: `yolov5s-SPD`, `yolov5s-SPD-p2`, `yolov5s-p2` (bare, with or without .yaml) -> our config, from any
+working directory.
 
 ultralytics picks the scale from the file name (``yolov5s-SPD.yaml`` loads ``yolov5-SPD.yaml`` with scale ``s``) but
 only searches the working directory and its own package. `resolve_model_cfg` maps our bare names to a path inside
@@ -24,6 +25,7 @@ from spd_yolo.models.registry import check_model_dict
 __all__ = (
     "CONFIG_DIR",
     "available_models",
+    "baseline_models",
     "resolve_model_cfg",
     "resolve_model_yaml",
     "load_model_yaml",
@@ -39,15 +41,8 @@ _SCALED = re.compile(r"(\d+)([nslmx])(.+)?$")  # ultralytics' rule: yolov5s-SPD 
 
 
 @lru_cache(maxsize=None)
-def available_models(task: str | None = "detect") -> tuple[str, ...]:
-    """Every model name we ship for `task`.
-
-    'detect' (default): ('yolov5n-SPD', ..., 'yolo11x-SPD'), one per family YAML and scale. 'classify': the ResNets
-    for small inputs, ('resnet18', 'resnet18-SPD', 'resnet50', 'resnet50-SPD') (stock ones included: they are ours,
-    the CIFAR-style baselines). None: both, detectors first.
-    """
-    if task is None:
-        return available_models("detect") + available_models("classify")
+def _yaml_names(task: str) -> tuple[str, ...]:
+    """Every model name our YAMLs give for `task` ('detect' or 'classify'): one per file and scale."""
     names = []
     for path in sorted(CONFIG_DIR.glob("*.yaml"), key=lambda p: (int(re.search(r"\d+", p.stem).group()), p.stem)):
         cfg = yaml.safe_load(path.read_text()) or {}
@@ -61,13 +56,35 @@ def available_models(task: str | None = "detect") -> tuple[str, ...]:
     return tuple(names)
 
 
+def available_models(task: str | None = "detect") -> tuple[str, ...]:
+    """Every model name we ship for `task`.
+
+    'detect' (default): the SPD detectors, ('yolov5n-SPD', 'yolov5n-SPD-p2', ..., 'yolo11x-SPD-p2'), one per family
+    YAML and scale; the stock P2 baselines are `baseline_models()`. 'classify': the ResNets for small inputs,
+    ('resnet18', 'resnet18-SPD', 'resnet50', 'resnet50-SPD') (stock ones included: they are ours, the CIFAR-style
+    baselines). None: both, detectors first.
+    """
+    if task is None:
+        return available_models("detect") + available_models("classify")
+    if task == "classify":
+        return _yaml_names("classify")
+    return tuple(n for n in _yaml_names("detect") if "-SPD" in n)
+
+
+def baseline_models() -> tuple[str, ...]:
+    """The stock detectors we ship because ultralytics has none: baselines of SPD models ('yolov5n-p2', ...,
+    'yolo11x-p2'). They resolve by bare name like ours; `yolov8n-p2` and other stock names stay ultralytics'."""
+    return tuple(n for n in _yaml_names("detect") if "-SPD" not in n)
+
+
 def resolve_model_cfg(model: str | Path) -> str:
     """Return what ultralytics should load for `model`.
 
-    Our names (``yolov5s-SPD``, ``yolov5s-SPD.yaml``) become ``CONFIG_DIR/yolov5s-SPD.yaml``: that file does not exist
-    as such, ultralytics reads ``yolov5-SPD.yaml`` beside it with scale ``s``. Existing files, checkpoints and stock
-    names (``yolov5n.yaml``, ``yolo11n.pt``) are returned unchanged. A name that looks like ours (``-SPD``) but is not
-    one raises `SPDConfigError` listing the names that exist.
+    Our names (``yolov5s-SPD``, ``yolov5s-SPD.yaml``, the baselines ``yolov5s-p2``) become
+    ``CONFIG_DIR/yolov5s-SPD.yaml``: that file does not exist as such, ultralytics reads ``yolov5-SPD.yaml`` beside it
+    with scale ``s``. Existing files, checkpoints and stock names (``yolov5n.yaml``, ``yolov8n-p2``, ``yolo11n.pt``)
+    are returned unchanged. A name that looks like ours (``-SPD``) but is not one raises `SPDConfigError` listing the
+    names that exist.
     """
     text = str(model)
     path = Path(text)
@@ -76,7 +93,7 @@ def resolve_model_cfg(model: str | Path) -> str:
     stem = path.stem if path.suffix else path.name
     unified = _SCALED.sub(r"\1\3", stem)
     family = CONFIG_DIR / f"{unified}.yaml"
-    if family.is_file() and (stem == unified or stem in available_models(None)):
+    if family.is_file() and (stem == unified or stem in _yaml_names("detect") + _yaml_names("classify")):
         return str(CONFIG_DIR / f"{stem}.yaml")
     if "-spd" in stem.lower():
         raise SPDConfigError(

@@ -13,6 +13,7 @@ from spd_yolo.layers import SPDConv, SpaceToDepth
 from spd_yolo.models import registry
 
 ALL_MODELS = spd_yolo.available_models()
+P3_MODELS = [n for n in ALL_MODELS if not n.endswith("-p2")]  # the P2 models (strides 4-32): test_p2_models.py
 FAMILIES = ["yolov5-SPD", "yolov8-SPD", "yolo11-SPD"]
 
 
@@ -31,13 +32,13 @@ def strided_layers(model: nn.Module) -> list:
 
 
 def test_all_names_exist():
-    assert set(ALL_MODELS) == {f"{f.split('-')[0]}{s}-SPD" for f in FAMILIES for s in "nsmlx"}
+    assert set(ALL_MODELS) == {f"{f.split('-')[0]}{s}-SPD{p}" for f in FAMILIES for s in "nsmlx" for p in ("", "-p2")}
     # the classification ResNets (#6) are listed apart, so ALL_MODELS stays the detectors
     assert spd_yolo.available_models("classify") == ("resnet18", "resnet18-SPD", "resnet50", "resnet50-SPD")
     assert spd_yolo.available_models(None) == ALL_MODELS + spd_yolo.available_models("classify")
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", P3_MODELS)
 def test_every_model_builds_without_strided_conv_or_pooling(name):
     model = spd_yolo.build_model(name, nc=3)
     assert isinstance(model, DetectionModel)
@@ -269,4 +270,5 @@ def test_bare_stock_and_unknown_names_as_model_yamls(tmp_path, monkeypatch):
 def test_config_dir_is_the_repo_folder():
     assert spd_yolo.CONFIG_DIR == REPO / "yaml_configs"
     classifiers = ["resnet18", "resnet18-SPD", "resnet50", "resnet50-SPD"]
-    assert sorted(p.stem for p in spd_yolo.CONFIG_DIR.glob("*.yaml")) == sorted(FAMILIES + classifiers)
+    p2 = [f"{f}-p2" for f in FAMILIES] + ["yolov5-p2", "yolo11-p2"]  # SPD-p2 models and their stock baselines
+    assert sorted(p.stem for p in spd_yolo.CONFIG_DIR.glob("*.yaml")) == sorted(FAMILIES + p2 + classifiers)
