@@ -1,5 +1,6 @@
 # SPD-YOLO, AGPL-3.0 license
-"""Convert Tiny ImageNet and CIFAR-10 from their own layouts into image folders (train/<class>/, val/<class>/).
+"""Convert Tiny ImageNet and CIFAR-10 from their own layouts into image folders (train/<class>/, val/<class>/), and
+VisDrone2019-DET into a YOLO detection dataset.
 
 Nothing is downloaded: point the converter at the extracted dataset.
 
@@ -11,6 +12,9 @@ Nothing is downloaded: point the converter at the extracted dataset.
   training images go to ``DST/train/<label>/`` and the 10,000 test images to ``DST/val/<label>/`` as PNG files
   named as in the batches. The pickles are read with an unpickler that accepts only numpy arrays, so a tampered file
   cannot run code.
+- VisDrone2019-DET (the folder holding ``VisDrone2019-DET-train``, ``-val`` and optionally ``-test-dev``, or one of
+  them with ``--split``): ``DST/images/{train,val,test}/``, ``DST/labels/{train,val,test}/`` and ``DST/data.yaml``
+  with the 10 standard classes; see `spd_yolo.data.visdrone` for the rules.
 
 The output is written to a temporary folder beside DST and renamed when complete, so an interrupted conversion
 leaves no half dataset. An existing non-empty DST is an error unless ``overwrite`` is set.
@@ -18,7 +22,11 @@ leaves no half dataset. An existing non-empty DST is an error unless ``overwrite
 Usage:
     python -m spd_yolo.data.convert tiny-imagenet datasets/tiny-imagenet-200 datasets/tiny-imagenet
     python -m spd_yolo.data.convert cifar10 datasets/cifar-10-batches-py datasets/cifar10
+    python -m spd_yolo.data.convert visdrone datasets/VisDrone datasets/visdrone
+    python -m spd_yolo.data.convert visdrone datasets/VisDrone/VisDrone2019-DET-val datasets/visdrone-val
     python train.py --cfg resnet18-SPD --data datasets/tiny-imagenet --img 64
+    python train.py --cfg yolov8n-SPD --data datasets/visdrone/data.yaml --img 640 --epochs 100 --batch-size 16 \\
+        --device 0
 """
 
 from __future__ import annotations
@@ -35,9 +43,10 @@ from typing import Iterator
 
 import numpy as np
 
+from spd_yolo.data import visdrone
 from spd_yolo.errors import ConversionError
 
-__all__ = ("ConversionError", "tiny_imagenet_to_folders", "cifar10_to_folders", "main")
+__all__ = ("ConversionError", "tiny_imagenet_to_folders", "cifar10_to_folders", "visdrone_to_yolo", "main")
 
 CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST = "test_batch"
@@ -263,6 +272,29 @@ def cifar10_to_folders(src: str | Path, dst: str | Path, overwrite: bool = False
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# VisDrone.
+
+
+def visdrone_to_yolo(src: str | Path, dst: str | Path, overwrite: bool = False, split: str | None = None) -> dict:
+    """Convert VisDrone2019-DET (the folder holding the split folders, or one split folder) into a YOLO detection
+    dataset at dst: images/<split>/, labels/<split>/, data.yaml (rules in `spd_yolo.data.visdrone`).
+
+    Returns:
+        The counts `visdrone.summary` prints: images per split, objects per class, rows that are not objects,
+        clipped and dropped boxes, images linked and copied.
+    """
+    if Path(dst).resolve() in (Path(src).resolve(), *Path(src).resolve().parents):
+        raise ConversionError(f"{dst}: the destination must not be SRC or a folder holding it")
+    pairs = {s: visdrone.pair_files(folder) for s, folder in visdrone.find_splits(src, split).items()}
+    counts = visdrone.new_counts()
+    with _staged_output(Path(dst), overwrite) as out:
+        for s, files in pairs.items():
+            visdrone.write_split(files, out, s, counts)
+        (out / "data.yaml").write_text(visdrone.data_yaml(Path(dst), pairs), encoding="utf-8")
+    return counts
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Command line.
 
 
@@ -272,17 +304,36 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("dataset", choices=("tiny-imagenet", "cifar10"), help="which source layout SRC has")
-    parser.add_argument("src", type=Path, help="tiny-imagenet-200/ or cifar-10-batches-py/ (extracted)")
-    parser.add_argument("dst", type=Path, help="output folder: DST/train/<class>/, DST/val/<class>/")
+    parser.add_argument("dataset", choices=("tiny-imagenet", "cifar10", "visdrone"), help="which source layout SRC has")
+    parser.add_argument(
+        "src", type=Path,
+        help="tiny-imagenet-200/, cifar-10-batches-py/ (extracted), or the VisDrone folder holding "
+        "VisDrone2019-DET-train, -val (and -test-dev), or one of them",
+    )
+    parser.add_argument(
+        "dst", type=Path,
+        help="output folder: DST/train/<class>/, DST/val/<class>/; visdrone: DST/images/, DST/labels/, DST/data.yaml",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace DST if it exists and is not empty")
+    parser.add_argument(
+        "--split", choices=("train", "val", "test"), default=None,
+        help="visdrone, SRC one split folder: its split (default: from the folder name, e.g. VisDrone2019-DET-val)",
+    )
     args = parser.parse_args(argv)
-    convert = tiny_imagenet_to_folders if args.dataset == "tiny-imagenet" else cifar10_to_folders
     try:
-        counts = convert(args.src, args.dst, overwrite=args.overwrite)
+        if args.dataset == "visdrone":
+            counts = visdrone_to_yolo(args.src, args.dst, overwrite=args.overwrite, split=args.split)
+        elif args.split is not None:
+            raise ConversionError(f"--split is for visdrone only, not {args.dataset}")
+        else:
+            convert = tiny_imagenet_to_folders if args.dataset == "tiny-imagenet" else cifar10_to_folders
+            counts = convert(args.src, args.dst, overwrite=args.overwrite)
     except ConversionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if args.dataset == "visdrone":
+        print(visdrone.summary(counts, args.dst))
+        return 0
     print(f"{args.dst}: {counts['classes']} classes, {counts['train']} train and {counts['val']} val images "
           f"(train/<class>/, val/<class>/)")
     return 0
