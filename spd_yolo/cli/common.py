@@ -157,7 +157,7 @@ def add_strided_spd(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--strided-spd", action="store_true",
         help=f"{what} each SPD + convolution as the equal strided convolution (spd_yolo.rewrite: exact up to "
-        "float rounding; faster in ONNX Runtime and for yolov5n-SPD in torch, see BENCHMARKS.md)",
+        "float rounding; faster in ONNX Runtime and for yolov5n-SPD in torch, see docs/benchmarks.md)",
     )
 
 
