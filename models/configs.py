@@ -1,6 +1,6 @@
 # SPD-YOLO, AGPL-3.0 license
-"""Model names: `yolov5s-SPD`, `yolov5s-SPD-p2`, `yolov5s-p2` (bare, with or without .yaml) -> our config, from any
-working directory.
+"""Model names: `yolov5s-SPD`, `yolov5s-SPD-p2`, `yolov8s-SPD-lite`, `yolov5s-p2` (bare, with or without .yaml) -> our
+config, from any working directory.
 
 ultralytics picks the scale from the file name (``yolov5s-SPD.yaml`` loads ``yolov5-SPD.yaml`` with scale ``s``) but
 only searches the working directory and its own package. `resolve_model_cfg` maps our bare names to a path inside
@@ -60,7 +60,8 @@ def available_models(task: str | None = "detect") -> tuple[str, ...]:
     """Every model name we ship for `task`.
 
     'detect' (default): the SPD detectors, ('yolov5n-SPD', 'yolov5n-SPD-p2', ..., 'yolo11x-SPD-p2'), one per family
-    YAML and scale; the stock P2 baselines are `baseline_models()`. 'classify': the ResNets for small inputs,
+    YAML and scale (the stock-cost ``-SPD-lite`` ones for yolov8 and yolo11); the stock P2 baselines are
+    `baseline_models()`. 'classify': the ResNets for small inputs,
     ('resnet18', 'resnet18-SPD', 'resnet50', 'resnet50-SPD') (stock ones included: they are ours, the CIFAR-style
     baselines). None: both, detectors first.
     """

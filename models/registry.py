@@ -7,6 +7,8 @@ ours, the stock parser builds the whole model, and the surrogate layers are then
 
 - ``SPDConv [c2, k, s, ...]`` -> ``Conv [c2]``: input channels ch[f]; output channels scaled by width, made
   divisible by 8 and capped by max_channels, as for every ``Conv``. Built as ``SPDConv(ch[f], c2, k, s, ...)``.
+- ``SPDGroupConv [c2, k, s, p, g, d, act]`` (g defaults to s*s) -> ``Conv [c2]`` as SPDConv. Built as
+  ``SPDGroupConv(ch[f], c2, k, s, ...)``: SPD, phases interleaved, grouped conv (the stride-s conv's cost at g=s*s).
 - ``SpaceToDepth [s]`` -> ``Concat`` of ``s*s`` copies of the input: output channels ``s*s*ch[f]``.
 - ``space_to_depth [dimension]`` (the paper authors' row; dimension unused) -> as ``SpaceToDepth [2]``.
 - ``ResNetStem [c2, k, spd]`` and ``ResNetStage [c2, n, s, bottleneck, spd]`` (the classification ResNets for small
@@ -58,11 +60,11 @@ def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _spdconv_args(args: list) -> list:
+def _spdconv_args(args: list, g_default: str = "1") -> list:
     """[c2, k=3, s=2, p=None, g=1, d=1, act=True] -> validated copy."""
     names = ("c2", "k", "s", "p", "g", "d", "act")
     if not 1 <= len(args) <= len(names):
-        raise ValueError(f"expected [c2, k=3, s=2, p=None, g=1, d=1, act=True] (1 to 7 values), got {args!r}")
+        raise ValueError(f"expected [c2, k=3, s=2, p=None, g={g_default}, d=1, act=True] (1 to 7 values), got {args!r}")
     for name, value in zip(names, args):
         if name == "p":
             ok = value is None or (_is_int(value) and value >= 0)
@@ -74,6 +76,11 @@ def _spdconv_args(args: list) -> list:
             want = {"p": "None or an integer >= 0", "act": "true/false"}.get(name, "an integer >= 1")
             raise ValueError(f"argument {name}={value!r} must be {want} (args {args!r})")
     return list(args)
+
+
+def _spdgroupconv_args(args: list) -> list:
+    """SPDGroupConv [c2, k=3, s=2, p=None, g=s*s, d=1, act=True] -> validated copy."""
+    return _spdconv_args(args, g_default="s*s")
 
 
 def _spd_args(args: list) -> list:
@@ -168,6 +175,7 @@ def _conv_of(f: int, args: list) -> list:
 def _rules() -> dict[str, ParserRule]:
     return {
         "SPDConv": ParserRule(_spdconv_args, _conv_of, _builder(layers.SPDConv)),
+        "SPDGroupConv": ParserRule(_spdgroupconv_args, _conv_of, _builder(layers.SPDGroupConv)),
         "SpaceToDepth": ParserRule(_spd_args, _concat_of_copies, _build_spd),
         "space_to_depth": ParserRule(_authors_spd_args, _concat_of_copies, _build_spd),
         # ResNet for small inputs (classification): output channels c2 scaled like a Conv, input channels ch[f]
@@ -330,7 +338,13 @@ def parse_model(d, ch, verbose=True):
 
     shown = {}
     for i, (rule, f, args) in ours.items():
-        new, shown[i] = rule.build(model[i], args)
+        try:
+            new, shown[i] = rule.build(model[i], args)
+        except Exception as e:  # e.g. groups that do not divide the channels the parser worked out
+            raise SPDConfigError(
+                f"{_yaml_name(d)}: layer {i} ({rows[i][2]}) with args {rows[i][3]!r} could not be built: "
+                f"{type(e).__name__}: {e}"
+            ) from e
         new.np = sum(p.numel() for p in new.parameters())
         new.i, new.f, new.type = i, f, f"{layers.__name__}.{type(new).__name__}"  # its public name
         for layer in new.modules():

@@ -13,8 +13,10 @@ from spd_yolo.layers import SPDConv, SpaceToDepth
 from spd_yolo.models import registry
 
 ALL_MODELS = spd_yolo.available_models()
-P3_MODELS = [n for n in ALL_MODELS if not n.endswith("-p2")]  # the P2 models (strides 4-32): test_p2_models.py
+# the P2 models (strides 4-32): test_p2_models.py; the stock-cost SPD-lite models: test_lite_models.py
+P3_MODELS = [n for n in ALL_MODELS if not n.endswith(("-p2", "-lite"))]
 FAMILIES = ["yolov5-SPD", "yolov8-SPD", "yolo11-SPD"]
+LITE = ["yolov8-SPD-lite", "yolo11-SPD-lite"]  # SPD at the stock model's GFLOPs (issue 12 part 6)
 
 
 def strided_layers(model: nn.Module) -> list:
@@ -32,7 +34,9 @@ def strided_layers(model: nn.Module) -> list:
 
 
 def test_all_names_exist():
-    assert set(ALL_MODELS) == {f"{f.split('-')[0]}{s}-SPD{p}" for f in FAMILIES for s in "nsmlx" for p in ("", "-p2")}
+    spd = {f"{f.split('-')[0]}{s}-SPD{p}" for f in FAMILIES for s in "nsmlx" for p in ("", "-p2")}
+    lite = {f"{f.split('-')[0]}{s}-SPD-lite" for f in LITE for s in "nsmlx"}
+    assert set(ALL_MODELS) == spd | lite
     # the classification ResNets (#6) are listed apart, so ALL_MODELS stays the detectors
     assert spd_yolo.available_models("classify") == ("resnet18", "resnet18-SPD", "resnet50", "resnet50-SPD")
     assert spd_yolo.available_models(None) == ALL_MODELS + spd_yolo.available_models("classify")
@@ -271,4 +275,4 @@ def test_config_dir_is_the_repo_folder():
     assert spd_yolo.CONFIG_DIR == REPO / "yaml_configs"
     classifiers = ["resnet18", "resnet18-SPD", "resnet50", "resnet50-SPD"]
     p2 = [f"{f}-p2" for f in FAMILIES] + ["yolov5-p2", "yolo11-p2"]  # SPD-p2 models and their stock baselines
-    assert sorted(p.stem for p in spd_yolo.CONFIG_DIR.glob("*.yaml")) == sorted(FAMILIES + p2 + classifiers)
+    assert sorted(p.stem for p in spd_yolo.CONFIG_DIR.glob("*.yaml")) == sorted(FAMILIES + p2 + LITE + classifiers)

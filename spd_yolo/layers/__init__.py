@@ -7,6 +7,7 @@ them with ultralytics) and, where the project is missing, names a module only th
 
 from spd_yolo.layers.resnet import ResNetBasicBlock, ResNetBottleneck, ResNetStage, ResNetStem, full_res_conv_as_spd
 from spd_yolo.layers.space_to_depth import DepthToSpace, SPDConv, SpaceToDepth, depth_to_space, space_to_depth
+from spd_yolo.layers.spd_group_conv import SPDGroupConv, interleave_phases
 
 __all__ = (
     "space_to_depth",
@@ -14,6 +15,8 @@ __all__ = (
     "SpaceToDepth",
     "DepthToSpace",
     "SPDConv",
+    "interleave_phases",
+    "SPDGroupConv",
     "full_res_conv_as_spd",
     "ResNetStem",
     "ResNetBasicBlock",
@@ -23,4 +26,6 @@ __all__ = (
 )
 
 # Every module class of ours that a model can hold (the safe-loading allow-list and the registry use this tuple).
-LAYERS = (SpaceToDepth, DepthToSpace, SPDConv, ResNetStem, ResNetBasicBlock, ResNetBottleneck, ResNetStage)
+LAYERS = (
+    SpaceToDepth, DepthToSpace, SPDConv, SPDGroupConv, ResNetStem, ResNetBasicBlock, ResNetBottleneck, ResNetStage
+)
