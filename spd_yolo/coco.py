@@ -43,8 +43,10 @@ from spd_yolo.atomic import atomic_write
 
 __all__ = (
     "STAT_NAMES",
+    "AREA_RANGES",
     "CocoStats",
     "category_map",
+    "count_objects",
     "evaluate",
     "find_annotation_file",
     "image_size",
@@ -60,6 +62,9 @@ STAT_NAMES = ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L", "AR1", "AR10", "AR10
 
 TABLE_ORDER = ("AP_S", "AP_M", "AP_L", "AP", "AP50", "AP75", "AR1", "AR10", "AR100", "AR_S", "AR_M", "AR_L")
 """Row order of :func:`format_table`: small-object AP (our headline metric) first."""
+
+AREA_RANGES = {"all": (0.0, 1e10), "small": (0.0, 32.0**2), "medium": (32.0**2, 96.0**2), "large": (96.0**2, 1e10)}
+"""pycocotools' ``Params.areaRng`` (bounds inclusive, pixels²) of AP/AR, AP_S/AR_S, AP_M/AR_M and AP_L/AR_L."""
 
 _YOLO_GT_DESCRIPTION = "YOLO labels"
 _COORD_TOL = 0.01  # ultralytics accepts normalized coordinates in [-0.01, 1.01]
@@ -263,6 +268,23 @@ def category_map(model_names: dict[int, str], gt_categories: list[dict]) -> dict
     raise ValueError(
         f"cannot map model classes to GT categories: model classes {unmatched} are not GT category names and the "
         f"model has {len(model_names)} classes but the GT has {len(gt_sorted)} categories. GT names: {gt_names}"
+    )
+
+
+def count_objects(gt: dict, area: str = "all", image_ids=None) -> int:
+    """Ground-truth boxes of a COCO dict that count for the metrics of an area range (an `AREA_RANGES` key): not crowd,
+    area within the range (``area`` field, else the box's w * h, as `evaluate` does), in ``image_ids`` (default all).
+
+    Zero means pycocotools reports -1 (undefined) for that range's AP and AR.
+    """
+    lo, hi = AREA_RANGES[area]
+    ids = None if image_ids is None else set(image_ids)
+    return sum(
+        1
+        for a in gt.get("annotations", [])
+        if not a.get("iscrowd", 0)
+        and (ids is None or a["image_id"] in ids)
+        and lo <= float(a["area"] if "area" in a else a["bbox"][2] * a["bbox"][3]) <= hi
     )
 
 

@@ -8,13 +8,18 @@ Examples:
     python train.py --resume runs/train/exp                                  # continue an interrupted run
     python train.py --cfg yolov5s-SPD --data my.yaml --device 0,1             # multi-GPU (DDP)
     python train.py --cfg resnet18-SPD --data datasets/cifar10 --img 32      # classification (image folders)
+    python train.py --cfg yolov5s-SPD --data my.yaml --fitness ap_small      # best.pt = best COCO AP_S epoch
 
 The task follows from the model (a ResNet YAML or classification checkpoint trains a classifier); --task says it
 explicitly. Detection data is an ultralytics data YAML; classification data is a folder with train/<class>/ and
 val/<class>/ (or test/<class>/), see `python -m spd_yolo.data.convert` for CIFAR-10 and Tiny ImageNet.
 
 Results: PROJECT/NAME/ (default runs/train/exp, exp2, ...) with weights/best.pt, weights/last.pt, results.csv,
-plots and args.yaml.
+plots and args.yaml. With --coco-metrics (or --fitness ap/ap_small) results.csv and results.png also have the columns
+metrics/coco_AP, metrics/coco_AP_S, metrics/coco_AP_M, metrics/coco_AP_L (pycocotools' COCOeval, fractions 0-1 like
+ultralytics' mAP columns; -1 where undefined, i.e. the validation set has no object of that size, or for an epoch that
+was not validated) and time/coco_eval_s (seconds the epoch spent on them); the ground truth is the dataset's official
+annotations/instances_<split>.json if it ships one, else the YOLO labels at original image sizes, as in val.py.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from spd_yolo.cli.common import (
     load_model,
     run_main,
 )
-from spd_yolo.engine import SPDClassificationTrainer, SPDDetectionTrainer, label_smoothing
+from spd_yolo.engine import FITNESS, FITNESS_KEY, SPDClassificationTrainer, SPDDetectionTrainer, label_smoothing
 from spd_yolo.model import YOLO
 from spd_yolo.models.configs import resolve_model_yaml
 
@@ -103,6 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noval", action="store_true", help="validate only after the final epoch")
     p.add_argument("--noplots", action="store_true", help="save no plots")
     p.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing epsilon for the class loss")
+    p.add_argument(
+        "--coco-metrics", action="store_true",
+        help="detection: each epoch's validation also computes COCO AP, AP_S, AP_M, AP_L with pycocotools (results.csv "
+        "columns metrics/coco_AP, metrics/coco_AP_S, ... as fractions, -1 where undefined; time/coco_eval_s), and the "
+        "final validation of best.pt prints and saves the full COCO table",
+    )
+    p.add_argument(
+        "--fitness", default=None, choices=tuple(FITNESS),
+        help="detection: what best.pt and --patience maximise: default = ultralytics' fitness (mAP50-95), "
+        "ap = COCO AP, ap_small = COCO AP_S (small objects); ap and ap_small imply --coco-metrics and need objects of "
+        "their size in the validation set. The checkpoints record it; not given: default, with --resume the run's own "
+        "(a different value is refused)",
+    )
     return p
 
 
@@ -140,15 +158,22 @@ def resume_checkpoint(resume, project: str) -> str:
     return str(last)
 
 
-def _trainer(task: str):
-    return SPDClassificationTrainer if task == "classify" else SPDDetectionTrainer
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.resume:
         model = load_model(resume_checkpoint(args.resume, args.project), flag="--resume")
-        return _train(model, resume=True, trainer=_trainer(model.task))
+        if model.task == "classify":
+            return _train(model, resume=True, trainer=SPDClassificationTrainer)
+        saved = (model.ckpt or {}).get(FITNESS_KEY) or {"name": "default", "coco_metrics": False}
+        changed = args.fitness not in (None, saved["name"]) or args.coco_metrics and not saved["coco_metrics"]
+        if changed:
+            flag = f"--fitness {args.fitness}" if args.fitness not in (None, saved["name"]) else "--coco-metrics"
+            raise CLIError(
+                f"{flag}: a resumed run keeps the settings it started with (--fitness {saved['name']}"
+                f"{', --coco-metrics' if saved['coco_metrics'] else ''}); start a new run to change them"
+            )
+        trainer = SPDDetectionTrainer.configured(saved["name"], saved["coco_metrics"])
+        return _train(model, resume=True, trainer=trainer, callbacks=[("on_pretrain_routine_end", _check_fitness)])
 
     if args.imgsz is not None:
         check_imgsz(args.imgsz)
@@ -172,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
         raise CLIError(f"--task {args.task}: the model {args.cfg or weights} is a '{task}' model")
     if task not in ("detect", "classify"):
         raise CLIError(f"the model {args.cfg or weights} is a '{task}' model; train.py trains detect and classify")
+    if task != "detect" and (args.fitness not in (None, "default") or args.coco_metrics):
+        flag = "--coco-metrics" if args.fitness in (None, "default") else f"--fitness {args.fitness}"
+        raise CLIError(f"{flag}: COCO metrics are for detection; the model {args.cfg or weights} is a '{task}' model")
     if task == "classify":
         data, _ = check_cls_data(args.data, ("train", "val"))
         if args.imgsz is None:
@@ -209,11 +237,25 @@ def main(argv: list[str] | None = None) -> int:
     check_settings(overrides, hyp=args.hyp)
     if args.cfg and weights:
         overrides["pretrained"] = weights  # ultralytics transfers name+shape matches and logs "Transferred N/M items"
-    return _train(model, trainer=_trainer(task), **overrides)
+    if task == "classify":
+        return _train(model, trainer=SPDClassificationTrainer, **overrides)
+    trainer = SPDDetectionTrainer.configured(args.fitness or "default", args.coco_metrics)
+    return _train(model, trainer=trainer, callbacks=[("on_pretrain_routine_end", _check_fitness)], **overrides)
 
 
-def _train(model, **kwargs) -> int:
+def _check_fitness(trainer) -> None:
+    """Callback before the first epoch: the COCO metric --fitness selects by must be defined on the validation set
+    (else one clear error line, not a traceback)."""
+    try:
+        trainer.check_fitness()
+    except ValueError as e:
+        raise CLIError(f"--fitness {trainer.fitness_name}: {e}") from None
+
+
+def _train(model, callbacks=(), **kwargs) -> int:
     """Run the training; on Ctrl-C say how to resume (last.pt is only ever replaced atomically, so it is intact)."""
+    for event, callback in callbacks:
+        model.add_callback(event, callback)
     try:
         model.train(**kwargs)
     except KeyboardInterrupt:
