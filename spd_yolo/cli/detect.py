@@ -8,19 +8,27 @@ A classification checkpoint (e.g. resnet18-SPD) classifies instead: the top-5 cl
 (--save-txt writes them as 'probability name' lines) and the summary counts the top-1 classes. Detection-only flags
 (--conf-thres, --iou-thres, --max-det, --classes, --agnostic-nms, --save-crop) do not apply to it.
 
+--slice runs the detector on overlapping slices of each image/frame, each at the inference size (--imgsz), and
+merges the boxes (SAHI), for objects too small to survive shrinking the whole frame; the outputs are the same as
+without it (annotated images/videos, --save-txt labels normalised to the original frame, --save-crop).
+
 Examples:
     python detect.py --weights runs/train/exp/weights/best.pt --source datasets/spd-demo/video/demo.avi --img 256
     python detect.py --weights best.onnx --source 'images/*.jpg' --conf-thres 0.4 --save-txt
     python detect.py --weights best.pt --source 0                         # webcam 0
     python detect.py --weights best.pt --source rtsp://host/stream        # stream URL
     python detect.py --weights best.pt --source images/ --strided-spd     # SPD + conv run as strided convs (exact)
+    python detect.py --weights best.pt --source 4k.mp4 --slice --slice-size 640 --slice-overlap 0.2   # sliced (SAHI)
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import Counter
 from pathlib import Path
+
+from ultralytics.utils import TQDM
 
 from spd_yolo.cli.common import (
     CLIError,
@@ -40,6 +48,9 @@ from spd_yolo.cli.common import (
     strided_spd,
     trained_imgsz,
 )
+from spd_yolo.slicing import MATCH_METRICS, MERGE_TYPES, SlicedDetector, SlicedPredictor, SliceSettings
+
+SLICE_DEFAULTS = SliceSettings()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +78,123 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--half", action="store_true", help="FP16 inference (GPU)")
     p.add_argument("--vid-stride", type=int, default=1, help="process every Nth video frame")
     add_strided_spd(p, "run")
+    add_slice_args(p)
     return p
+
+
+class _SliceOption(argparse.Action):
+    """Stores a slice option (nargs=0: a switch). Its default is SUPPRESS, so the namespace holds it only if given."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, True if self.nargs == 0 else values)
+
+
+SLICE_OPTIONS = {"slice_size": "--slice-size", "slice_overlap": "--slice-overlap", "slice_merge": "--slice-merge",
+                 "slice_full": "--slice-full", "slice_batch": "--slice-batch"}
+
+
+def add_slice_args(parser: argparse.ArgumentParser) -> None:
+    """--slice and its options (detect.py and val.py)."""
+    d = SLICE_DEFAULTS
+    g = parser.add_argument_group("sliced inference (SAHI)")
+    g.add_argument(
+        "--slice", action="store_true",
+        help="detect on overlapping slices of each image/frame, each at the inference size (--imgsz), and merge the "
+        "boxes (SAHI): finds objects too small to survive shrinking the whole frame",
+    )
+    kw = dict(action=_SliceOption, default=argparse.SUPPRESS)
+    g.add_argument(
+        "--slice-size", type=int, nargs="+", metavar="PIXELS", **kw,
+        help="slice size: one value (square) or H W (default: the inference size, so each slice is seen at full "
+        "resolution; a slice not smaller than the image is the whole image)",
+    )
+    g.add_argument(
+        "--slice-overlap", type=float, metavar="RATIO", **kw,
+        help=f"fraction of a slice shared with each neighbour, in [0, 1) (default: {d.overlap})",
+    )
+    g.add_argument(
+        "--slice-merge", nargs="+", metavar=("TYPE", "METRIC [THRESHOLD]"), **kw,
+        help=f"how the boxes of overlapping slices are merged: TYPE ({', '.join(MERGE_TYPES)}; LSNMS needs the lsnms "
+        f"package) [METRIC ({' or '.join(MATCH_METRICS)}: intersection over union / over the smaller box) "
+        f"[THRESHOLD in (0, 1]]] (default: {d.merge} {d.metric} {d.threshold}; with --conf-thres below 0.1, NMS IOU "
+        f"{d.threshold} unless given)",
+    )
+    g.add_argument(
+        "--slice-full", nargs=0, **kw,
+        help="also detect on the whole frame at the inference size and merge its boxes (large objects)",
+    )
+    g.add_argument(
+        "--slice-batch", type=int, metavar="N", **kw, help=f"slices per forward pass (default: {d.batch})"
+    )
+
+
+def slice_settings(args) -> SliceSettings | None:
+    """The SliceSettings of --slice and its options (None without --slice); a bad value is a CLIError naming it."""
+    given = [flag for dest, flag in SLICE_OPTIONS.items() if hasattr(args, dest)]
+    if not args.slice:
+        if given:
+            raise CLIError(f"{given[0]} applies only with --slice (sliced inference)")
+        return None
+    d = SLICE_DEFAULTS
+    size = getattr(args, "slice_size", None)
+    if size is not None:
+        text = " ".join(map(str, size))
+        if len(size) > 2:
+            raise CLIError(f"--slice-size {text}: give one size or H W")
+        if min(size) < 1:
+            raise CLIError(f"--slice-size {text}: must be positive")
+        size = (size[0], size[-1])
+    overlap = getattr(args, "slice_overlap", d.overlap)
+    if not 0 <= overlap < 1:
+        raise CLIError(f"--slice-overlap {overlap}: must be in [0, 1) (a fraction of the slice size)")
+    batch = getattr(args, "slice_batch", d.batch)
+    if batch < 1:
+        raise CLIError(f"--slice-batch {batch}: must be >= 1")
+    merge = getattr(args, "slice_merge", None)
+    kind, metric, threshold = d.merge, d.metric, d.threshold
+    if merge is not None:
+        text = " ".join(merge)
+        if len(merge) > 3:
+            raise CLIError(f"--slice-merge {text}: give TYPE [METRIC [THRESHOLD]], e.g. GREEDYNMM IOS 0.5")
+        kind = merge[0].upper()
+        metric = merge[1] if len(merge) > 1 else "IOU" if kind == "LSNMS" else d.metric
+        if len(merge) > 2:
+            try:
+                threshold = float(merge[2])
+            except ValueError:
+                raise CLIError(f"--slice-merge {text}: the threshold {merge[2]!r} is not a number") from None
+    try:
+        return SliceSettings(size=size, overlap=overlap, merge=kind, metric=metric, threshold=threshold,
+                             keep_merge=merge is not None, full_frame=hasattr(args, "slice_full"), batch=batch)
+    except ValueError as e:
+        raise CLIError(f"--slice-merge {' '.join(merge or [])}: {e}") from None
+
+
+def slice_note(message: str) -> None:
+    """A note for the user during sliced inference, beside the progress bar."""
+    TQDM.write(f"note: {message}", file=sys.stderr)
+
+
+def inference_size(args_imgsz, model, weights: str):
+    """Each slice's inference size: --imgsz, else an export's own size, else 640."""
+    if args_imgsz is not None:
+        return args_imgsz
+    return (None if weights.endswith(".pt") else trained_imgsz(model, weights)) or 640
+
+
+def sliced_detector(model, weights: str, settings: SliceSettings, args, imgsz, **kw) -> SlicedDetector:
+    """A SlicedDetector for the loaded `model` (detect.py and val.py); a model it cannot slice is a CLIError."""
+    if model.task != "detect":
+        raise CLIError(f"--slice: --weights {weights} is a '{model.task}' model; sliced inference needs a detector")
+    detector = SlicedDetector(model, settings, imgsz=imgsz, conf=args.conf_thres, iou=args.iou_thres,
+                              max_det=args.max_det, device=args.device, half=args.half, note=slice_note, **kw)
+    h, w = detector.size
+    print(
+        f"Sliced inference (SAHI): {w}x{h} slices (W x H), overlap {settings.overlap:g}, merged by {detector.merge} "
+        f"{detector.metric} {settings.threshold:g}{', plus the whole frame' if settings.full_frame else ''}, "
+        f"{settings.batch} per batch, inference size {imgsz}"
+    )
+    return detector
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.imgsz is not None:
         check_imgsz(args.imgsz)
+    settings = slice_settings(args)
     weights = check_weights(args.weights)
     if not args.source:
         raise CLIError("--source is required: an image, folder, glob, video, .txt list, webcam index or stream URL")
@@ -92,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(weights)
     if args.strided_spd:
         strided_spd(model)
+    if settings is not None:
+        return _detect_sliced(model, weights, source, settings, args, new_project)
     if model.task == "classify":
         return _classify(model, weights, source, args, new_project)
     results = model.predict(
@@ -109,15 +239,36 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:  # a generator: one result at a time, nothing accumulated
         n_items += 1
         n_boxes += len(r.boxes) if r.boxes is not None else 0
-    save_dir = _check_any_read(n_items, source, model, args.project if new_project else None)
+    save_dir = _check_any_read(n_items, source, _save_dir(model.predictor), args.project if new_project else None)
     print(f"{n_items} images/frames, {n_boxes} detections" + (f"; results saved to {save_dir}" if save_dir else ""))
     return 0
 
 
-def _check_any_read(n_items: int, source: str, model, new_project: str | None):
+def _detect_sliced(model, weights: str, source: str, settings: SliceSettings, args, new_project: bool) -> int:
+    """detect.py --slice: the same outputs as a plain run, from sliced inference (spd_yolo.slicing)."""
+    imgsz = inference_size(args.imgsz, model, weights)
+    detector = sliced_detector(model, weights, settings, args, imgsz, classes=args.classes,
+                               agnostic_nms=args.agnostic_nms)
+    options = {k: v for k, v in _common_options(args).items() if k != "stream"}
+    predictor = SlicedPredictor(detector, overrides={**options, "imgsz": imgsz, "conf": args.conf_thres,
+                                                     "save_crop": args.save_crop})
+    n_items = n_boxes = 0
+    for r in predictor.stream(source, model.model):  # one frame at a time, nothing accumulated
+        n_items += 1
+        n_boxes += len(r.boxes)
+    save_dir = _check_any_read(n_items, source, _save_dir(predictor), args.project if new_project else None)
+    print(f"{n_items} images/frames, {n_boxes} detections (sliced)" +
+          (f"; results saved to {save_dir}" if save_dir else ""))
+    return 0
+
+
+def _save_dir(predictor):
+    return predictor.save_dir if predictor else None
+
+
+def _check_any_read(n_items: int, source: str, save_dir, new_project: str | None):
     """The run's output folder; a source of which no image or frame could be read is an error (ultralytics has warned
     for each unreadable file), and the empty folders the run made (its own, and `new_project`) are removed."""
-    save_dir = model.predictor.save_dir if model.predictor else None
     if n_items == 0:
         remove_if_empty(save_dir)
         remove_if_empty(new_project)
@@ -156,7 +307,7 @@ def _classify(model, weights: str, source: str, args, new_project: bool) -> int:
         top1[r.names[r.probs.top1]] += 1
     n_items = sum(top1.values())
     common = ", ".join(f"{name} {n}" for name, n in top1.most_common(5))
-    save_dir = _check_any_read(n_items, source, model, args.project if new_project else None)
+    save_dir = _check_any_read(n_items, source, _save_dir(model.predictor), args.project if new_project else None)
     print(
         f"{n_items} images/frames classified" + (f", top-1: {common}" if common else "")
         + (f"; results saved to {save_dir}" if save_dir else "")

@@ -11,10 +11,15 @@ Classifiers (the task follows from --weights): --data is the image folder (val/<
 test/<class>/); top-1 and top-5 accuracy are printed, per class with --verbose, and the confusion matrix is plotted
 in the run folder (confusion_matrix.png, confusion_matrix_normalized.png). Detection-only flags are ignored.
 
+--slice evaluates sliced inference (SAHI, the options of detect.py --slice) on the same images and ground truth: the
+same table, predictions.json (original pixels) and coco_metrics.json/.csv, so AP_S can be compared with and without
+slicing. Only the COCO metrics are computed then (not ultralytics' own).
+
 Examples:
     python val.py --weights runs/train/exp/weights/best.pt --data datasets/spd-demo/data.yaml --img 256
     python val.py --weights best.onnx --data coco.yaml --anno-json datasets/coco/annotations/instances_val2017.json
     python val.py --weights runs/train/exp2/weights/best.pt --data datasets/cifar10 --verbose   # a classifier
+    python val.py --weights best.pt --data visdrone.yaml --img 640 --slice --slice-size 640 --slice-overlap 0.2
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import argparse
 import functools
 import sys
 from pathlib import Path
+
+from ultralytics.utils.files import increment_path
 
 from spd_yolo.cli.common import (
     CLIError,
@@ -37,11 +44,14 @@ from spd_yolo.cli.common import (
     check_weights,
     data_names,
     load_model,
+    remove_if_empty,
     run_main,
     trained_imgsz,
 )
+from spd_yolo.cli.detect import add_slice_args, inference_size, slice_settings, sliced_detector
 from spd_yolo.coco import format_table
 from spd_yolo.engine import SPDClassificationValidator, SPDDetectionValidator
+from spd_yolo.slicing import sliced_coco_eval
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--half", action="store_true", help="FP16 inference (GPU)")
     p.add_argument("--anno-json", default="", help="official COCO annotation file to evaluate against")
     add_run_dir(p, "runs/val")
+    add_slice_args(p)
     return p
 
 
@@ -74,15 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.imgsz is not None:
         check_imgsz(args.imgsz)
+    settings = slice_settings(args)
     weights = check_weights(args.weights)
     check_device(args.device)
     if args.data and Path(args.data).is_dir():  # an image folder: only a classifier can use it
         model = load_model(weights)
+        if model.task == "classify" and settings is not None:
+            raise CLIError(f"--slice: --weights {weights} is a 'classify' model; sliced inference needs a detector")
         if model.task == "classify":
             return _val_classifier(model, weights, args)
         raise CLIError(f"--data {args.data}: a folder, but --weights {weights} is a '{model.task}' model, which "
                        f"needs a dataset YAML (path, train, val, names)")
     data = check_data_yaml(args.data, (args.task,))
+    imgsz_given = args.imgsz
     args.imgsz = 640 if args.imgsz is None else args.imgsz
     if args.anno_json and not Path(args.anno_json).is_file():
         raise CLIError(f"--anno-json {args.anno_json}: file not found")
@@ -99,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             f"--weights {weights} predicts {len(model.names)} classes but --data {data} has {len(names)}: "
             f"validate on the data it was trained for (or use --single-cls)"
         )
+    if settings is not None:
+        return _val_sliced(model, weights, data, settings, args, inference_size(imgsz_given, model, weights))
     try:
         metrics = _val(model, args, data)
     except ValueError as e:  # e.g. an annotation file that does not match the dataset or the model's classes
@@ -109,6 +126,22 @@ def main(argv: list[str] | None = None) -> int:
 
     print(format_table({Path(weights).name: result}))
     print(f"Results saved to {metrics.save_dir}" if hasattr(metrics, "save_dir") else "")
+    return 0
+
+
+def _val_sliced(model, weights: str, data: str, settings, args, imgsz) -> int:
+    """val.py --slice: sliced inference on the split, the COCO table, saved as a plain run saves it."""
+    detector = sliced_detector(model, weights, settings, args, imgsz)
+    save_dir = increment_path(Path(args.project).resolve() / args.name, exist_ok=args.exist_ok)
+    try:
+        result = sliced_coco_eval(detector, data, save_dir, split=args.task, anno_json=args.anno_json or None,
+                                  single_cls=args.single_cls, save_txt=args.save_txt, save_conf=args.save_conf)
+    except ValueError as e:  # e.g. an annotation file that does not match the dataset or the model's classes
+        remove_if_empty(save_dir)
+        raise CLIError(str(e)) from e
+    print(f"\nCOCO metrics (pycocotools), ground truth: {result.gt_source}\n{result.summary.rstrip()}")
+    print(format_table({f"{Path(weights).name} --slice": result}))
+    print(f"Results saved to {save_dir}")
     return 0
 
 
