@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import argparse
 import ast
+import atexit
 import glob
 import os
 import re
 import shutil
+import socket
 import sys
+import tempfile
+import warnings
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 
 import cv2
 import yaml
 from PIL import Image
 from ultralytics.cfg import check_cfg
-from ultralytics.data.utils import IMG_FORMATS
+from ultralytics.data.utils import IMG_FORMATS, VID_FORMATS
 from ultralytics.nn.backends.base import BaseBackend
 from ultralytics.nn.tasks import guess_model_task
 from ultralytics.utils import DATASETS_DIR
@@ -56,6 +61,8 @@ __all__ = (
 
 VIDEO_SUFFIXES = {".asf", ".avi", ".gif", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".ts", ".wmv", ".webm"}
 STREAM_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://", "tcp://")
+STREAM_PORTS = {"http": 80, "https": 443, "rtsp": 554, "rtmp": 1935}  # default ports (tcp:// needs one)
+STREAM_TIMEOUT = 5  # seconds a stream URL may take to accept a connection and answer
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -211,9 +218,12 @@ def check_data_yaml(path: str | None, splits: tuple[str, ...]) -> str:
 
 
 def check_source(source: str) -> str:
-    """An image, folder, glob, video, .txt list, webcam index or stream URL; local paths must exist and open."""
-    if source.isnumeric() or source.lower().startswith(STREAM_PREFIXES):
-        return source  # webcam index or stream: opened by ultralytics
+    """An image, folder, glob, video, .txt list, webcam index or stream URL; local paths must exist and open, a stream
+    URL must answer (`check_stream`)."""
+    if source.isnumeric():
+        return source  # webcam index: opened by ultralytics
+    if source.lower().startswith(STREAM_PREFIXES):
+        return check_stream(source)
     p = Path(source)
     if any(c in source for c in "*?["):
         if not glob.glob(source, recursive=True):
@@ -241,6 +251,50 @@ def check_source(source: str) -> str:
             )
         raise CLIError(f"--source {source}: the folder is empty")
     return source
+
+
+def check_stream(url: str) -> str:
+    """A stream URL must answer within STREAM_TIMEOUT seconds, else a CLIError naming --source (ultralytics fails with
+    a traceback, after up to 33 s for a server that accepts and stays silent): its host accepts a connection and, for
+    http(s), answers a GET (headers only) with neither an HTTP error nor an HTML page.
+
+    Returns the source for ultralytics: the URL, or for an http(s) URL whose path ends in a video suffix (cam.mp4,
+    clip.avi) a .streams file listing it, so that ultralytics streams it (LoadStreams) instead of downloading it into
+    the working directory (a download that, for a live stream, never ends)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or STREAM_PORTS.get(scheme)
+    except ValueError:  # not a number
+        port = None
+    if not parts.hostname or not port:
+        raise CLIError(f"--source {url}: expected {scheme}://HOST:PORT/... (a host and a port)")
+    try:
+        if scheme in ("http", "https"):
+            import requests  # scoped as slow import, as in ultralytics
+
+            with warnings.catch_warnings():  # https: only whether it answers is checked (FFmpeg does not verify)
+                warnings.simplefilter("ignore")
+                with requests.get(url, stream=True, timeout=STREAM_TIMEOUT, verify=False) as r:
+                    status, reason, kind = r.status_code, r.reason, r.headers.get("Content-Type", "")
+            if status >= 400 and not (status == 401 and parts.username):  # 401 with credentials: digest, for FFmpeg
+                raise CLIError(f"--source {url}: the server answered {status} {reason}")
+            if kind.startswith("text/html"):
+                raise CLIError(f"--source {url}: the server answered with a web page ({kind}), not a video stream")
+        else:
+            socket.create_connection((parts.hostname, port), timeout=STREAM_TIMEOUT).close()
+    except OSError as e:  # refused, unknown host, timeout (requests' errors are OSErrors too)
+        found = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(e))  # e.g. Connection refused, Name or service not known
+        why = (f"no answer within {STREAM_TIMEOUT} s" if isinstance(e, TimeoutError) or "Timeout" in type(e).__name__
+               else found.group(1) if found else type(e).__name__)
+        raise CLIError(f"--source {url}: cannot connect ({why})") from None
+    if scheme in ("http", "https") and parts.path.rpartition(".")[-1].lower() in VID_FORMATS:
+        folder = tempfile.mkdtemp(prefix="spd-yolo-stream-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        listing = Path(folder) / "source.streams"
+        listing.write_text(url + "\n")
+        return str(listing)
+    return url
 
 
 def cfg_task(cfg: str) -> str:

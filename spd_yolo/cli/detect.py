@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hide-conf", action="store_true", help="do not draw confidences")
     p.add_argument("--half", action="store_true", help="FP16 inference (GPU)")
     p.add_argument("--vid-stride", type=int, default=1, help="process every Nth video frame")
+    p.add_argument(
+        "--stream-buffer", action="store_true",
+        help="streams: queue the frames (up to 30) so that none is dropped, though latency grows when inference is "
+        "slower than the stream; without it each step takes the latest frame and drops the others, as a live view does",
+    )
     add_strided_spd(p, "run")
     add_slice_args(p)
     return p
@@ -294,6 +299,7 @@ def _common_options(args) -> dict:
         show_conf=not args.hide_conf,
         quantize=16 if args.half else None,
         vid_stride=args.vid_stride,
+        stream_buffer=args.stream_buffer,
     )
 
 
