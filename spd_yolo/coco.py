@@ -5,6 +5,11 @@ Every number reported here is exactly ``COCOeval('bbox').stats`` from pycocotool
 values match any other pycocotools-based evaluation of the same boxes (``-1`` where pycocotools leaves a metric
 undefined, e.g. AP_L on a set without large objects).
 
+pycocotools is the default and the reference. ``evaluate(..., backend="faster-coco-eval")`` runs the same
+evaluation with the optional package faster-coco-eval (``pip install faster-coco-eval``, the ``fast-eval`` extra):
+its C++ matching and accumulation give the same 12 numbers (tests/test_coco_backend.py) several times faster on
+COCO-sized sets (benchmarks/bench_coco_eval.py).
+
 The size buckets (small < 32², medium 32²..96², large > 96² pixels of area) are only meaningful at the ORIGINAL image
 size, so ground truth built from YOLO labels (:func:`gt_from_labels`, :func:`read_yolo_labels`) is scaled to the
 original image size, never to the letterboxed network input. With an official COCO annotation file
@@ -24,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import importlib
 import io
 import json
 import math
@@ -44,7 +50,9 @@ from spd_yolo.atomic import atomic_write
 __all__ = (
     "STAT_NAMES",
     "AREA_RANGES",
+    "BACKENDS",
     "CocoStats",
+    "check_backend",
     "category_map",
     "count_objects",
     "evaluate",
@@ -66,6 +74,9 @@ TABLE_ORDER = ("AP_S", "AP_M", "AP_L", "AP", "AP50", "AP75", "AR1", "AR10", "AR1
 AREA_RANGES = {"all": (0.0, 1e10), "small": (0.0, 32.0**2), "medium": (32.0**2, 96.0**2), "large": (96.0**2, 1e10)}
 """pycocotools' ``Params.areaRng`` (bounds inclusive, pixels²) of AP/AR, AP_S/AR_S, AP_M/AR_M and AP_L/AR_L."""
 
+BACKENDS = ("pycocotools", "faster-coco-eval")
+"""COCOeval implementations `evaluate` can use; the first (pycocotools) is the default and the reference."""
+
 _YOLO_GT_DESCRIPTION = "YOLO labels"
 _COORD_TOL = 0.01  # ultralytics accepts normalized coordinates in [-0.01, 1.01]
 
@@ -76,7 +87,7 @@ class CocoStats:
 
     values: dict[str, float]  # STAT_NAMES -> COCOeval.stats value (-1 where undefined)
     gt_source: str  # which ground truth was used, human-readable
-    summary: str  # the text printed by COCOeval.summarize()
+    summary: str  # the text printed by COCOeval.summarize() (its 12 lines)
 
     def as_dict(self) -> dict[str, Any]:
         """``{"gt_source": ..., "AP": ..., ...}`` (metrics in STAT_NAMES order)."""
@@ -382,20 +393,59 @@ def _load_results(coco_gt: COCO, detections: list[dict]) -> COCO:
     )
 
 
+def check_backend(backend: str):
+    """The faster_coco_eval module for ``"faster-coco-eval"``, None for ``"pycocotools"``.
+
+    Raises:
+        ValueError: an unknown backend name.
+        ImportError: faster-coco-eval is asked for but not installed (the message says how to install it).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown COCO evaluation backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "pycocotools":
+        return None
+    try:
+        return importlib.import_module("faster_coco_eval")
+    except ImportError as e:
+        raise ImportError(
+            f"COCO evaluation backend 'faster-coco-eval' needs the faster-coco-eval package, which is not installed "
+            f"({e}): pip install faster-coco-eval (or pip install 'spd-yolo[fast-eval]'), or use the default "
+            f"backend 'pycocotools'"
+        ) from e
+
+
+def _faster_eval(fce, dataset: dict, detections: list[dict]):
+    """faster-coco-eval's ``COCOeval_faster('bbox')`` of clean detections against an indexed copy of ``dataset``;
+    its messages go to stdout (print), where `evaluate` swallows them."""
+    coco_gt = fce.COCO(dataset, print_function=print)
+    coco_dt = coco_gt.loadRes(detections)  # handles zero detections itself; adds ids/areas to our fresh dicts
+    return fce.COCOeval_faster(coco_gt, coco_dt, "bbox", print_function=print)
+
+
 def evaluate(
-    gt: dict | str | os.PathLike | COCO, detections: list[dict], image_ids=None, progress: bool = False
+    gt: dict | str | os.PathLike | COCO,
+    detections: list[dict],
+    image_ids=None,
+    progress: bool = False,
+    backend: str = "pycocotools",
 ) -> CocoStats:
-    """pycocotools ``COCOeval('bbox')`` of COCO result dicts against a ground truth.
+    """COCOeval('bbox') of COCO result dicts against a ground truth, by pycocotools (default) or faster-coco-eval.
 
     Args:
         gt: a COCO dict, a path to a COCO JSON, or a pycocotools COCO (never modified).
         detections: dicts ``{"image_id", "category_id", "bbox": [x, y, w, h] original pixels, "score"}``.
         image_ids: evaluate only these GT images (e.g. the ones actually validated); default all.
-        progress: show a progress bar over pycocotools' three phases (evaluate, accumulate, summarize).
+        progress: show a progress bar over the three phases (evaluate, accumulate, summarize).
+        backend: ``"pycocotools"`` (the reference) or ``"faster-coco-eval"`` (optional package, same numbers).
 
     Returns:
-        CocoStats with exactly ``COCOeval.stats``. Zero detections give AP 0 for every bucket that has objects.
+        CocoStats with exactly ``COCOeval.stats`` (the 12 standard numbers, in STAT_NAMES order, -1 where undefined).
+        Zero detections give AP 0 for every bucket that has objects.
+
+    Raises:
+        ImportError: backend "faster-coco-eval" without the package installed. ValueError: bad input (see below).
     """
+    fce = check_backend(backend)
     dataset, source = _gt_dataset(gt)
     # COCOeval writes an 'ignore' flag into each GT annotation: give it copies (fills 'iscrowd'/'area' if absent).
     anns = []
@@ -405,10 +455,10 @@ def evaluate(
         if "area" not in a:
             a["area"] = float(a["bbox"][2]) * float(a["bbox"][3])
         anns.append(a)
-    coco_gt = _coco({**dataset, "annotations": anns})
-    if not coco_gt.getImgIds():
+    images = dataset["images"]
+    if not images:
         raise ValueError(f"ground truth {source} has no images")
-    all_img_ids = set(coco_gt.getImgIds())
+    all_img_ids = {im["id"] for im in images}
     if image_ids is not None:
         image_ids = [int(i) if isinstance(i, (int, np.integer)) else i for i in image_ids]
         if not image_ids:
@@ -419,21 +469,30 @@ def evaluate(
         n_eval = len(set(image_ids))
         if n_eval < len(all_img_ids):
             source += f", evaluated on {n_eval} of {len(all_img_ids)} images"
-    dets = _clean_detections(detections, all_img_ids, set(coco_gt.getCatIds()))
-    coco_dt = _load_results(coco_gt, dets)
-
-    ev = COCOeval(coco_gt, coco_dt, "bbox")
+    dets = _clean_detections(detections, all_img_ids, {c["id"] for c in dataset["categories"]})
+    gt_copy = {**dataset, "annotations": anns}
+    if fce is None:
+        coco_gt = _coco(gt_copy)
+        ev = COCOeval(coco_gt, _load_results(coco_gt, dets), "bbox")
+    else:
+        with contextlib.redirect_stdout(io.StringIO()):
+            ev = _faster_eval(fce, gt_copy, dets)
     if image_ids is not None:
         ev.params.imgIds = sorted(set(image_ids))
     summary = io.StringIO()
     phases = {"evaluate": ev.evaluate, "accumulate": ev.accumulate, "summarize": ev.summarize}
-    bar = TQDM(phases.items(), desc="COCO eval (pycocotools)", total=len(phases), disable=not progress)
+    bar = TQDM(phases.items(), desc=f"COCO eval ({backend})", total=len(phases), disable=not progress)
     for name, phase in bar:
-        bar.set_description(f"COCO eval (pycocotools): {name}")
+        bar.set_description(f"COCO eval ({backend}): {name}")
         with contextlib.redirect_stdout(summary if name == "summarize" else io.StringIO()):
             phase()
-    values = {name: float(v) for name, v in zip(STAT_NAMES, ev.stats)}
-    return CocoStats(values=values, gt_source=source, summary=summary.getvalue())
+    stats = np.asarray(ev.stats, dtype=np.float64)[: len(STAT_NAMES)]  # faster-coco-eval: same first 12
+    if len(stats) != len(STAT_NAMES):
+        raise RuntimeError(f"COCO evaluation ({backend}) returned {len(stats)} stats, expected {len(STAT_NAMES)}")
+    values = {name: float(v) for name, v in zip(STAT_NAMES, stats)}
+    # faster-coco-eval also prints AR@0.5 and AR@0.75: keep the 12 lines pycocotools prints
+    text = "".join(summary.getvalue().splitlines(keepends=True)[: len(STAT_NAMES)])
+    return CocoStats(values=values, gt_source=source, summary=text)
 
 
 # --------------------------------------------------------------------------------------------------- reporting
