@@ -27,6 +27,9 @@ CASES = [
     ("bench_small_objects.py", ["--threads", "0"], "--threads must be an integer >= 1"),
     ("bench_small_objects.py", ["--seeds", "1", "1"], "--seeds must be distinct"),
     ("bench_small_objects.py", ["--out", "results.txt"], "--out must end in .json or .md"),
+    ("bench_small_objects.py", ["--variants", "spd", "fast"], "--variants fast: unknown; choose from stock"),
+    ("bench_small_objects.py", ["--variants", "spd-lite"], "--variants spd-lite: no yolov5n-SPD-lite model"),
+    ("bench_small_objects.py", ["--slice-overlap", "1"], "--slice-overlap must be in [0, 1)"),
     ("bench_detect_load.py", ["--imgsz", "250"], "--imgsz must be a positive multiple of 32"),
     ("bench_detect_load.py", ["--items", "10"], "--items must be >= 100"),
     ("bench_detect_load.py", ["--threads", "-1"], "--threads must be an integer >= 1"),
@@ -148,15 +151,47 @@ def test_layer_benchmark_times_only_the_variants_asked_for():
 
 
 def test_small_object_table_keeps_negative_differences():
-    """SPD - stock is paired by seed and may be negative; pycocotools' -1 (undefined) is left out, never averaged."""
+    """Each variant - stock is paired by seed and may be negative; pycocotools' -1 (undefined) is left out, never
+    averaged; the verdict is "no difference shown" unless |mean diff| > std of the paired diffs."""
     bench = _bench_module("bench_small_objects")
     METRICS, table_rows = bench.METRICS, bench.table_rows
     stock = {64: {m: [0.30, 0.20, -1.0] for m in METRICS}}
     spd = {64: {m: [0.10, 0.30, 0.50] for m in METRICS}}
-    rows = table_rows({"a.yaml": stock, "b": spd}, "a.yaml", "b", [64])
-    assert rows[0][:3] == ["a", 64, "25.0 ± 7.1"]  # the -1 of seed 3 is not a value
-    assert rows[1][2] == "30.0 ± 20.0"
-    assert rows[2][2] == "-5.0 ± 21.2"  # seeds 1 and 2 only: -20 and +10 points
+    rows = table_rows({"a.yaml": stock, "b": spd}, ["a.yaml", "b"], [64])
+    assert rows[0][:4] == ["a", 64, "plain", "25.0 ± 7.1"]  # the -1 of seed 3 is not a value
+    assert rows[1][3] == "30.0 ± 20.0"
+    assert rows[2][:4] == ["b - stock", 64, "plain", "-5.0 ± 21.2"]  # seeds 1 and 2 only: -20 and +10 points
+    assert rows[2][-2:] == ["no difference shown"] * 2  # |-5| < 21.2
+    assert len(rows) == 3  # no sliced block without sliced results
+
+
+def test_small_object_table_sliced_block_and_verdicts():
+    bench = _bench_module("bench_small_objects")
+    M = bench.METRICS
+    plain = {"s": {64: {m: [0.1, 0.1] for m in M}}, "v": {64: {m: [0.3, 0.4] for m in M}}}
+    sliced = {"s": {64: {m: [0.2, 0.3] for m in M}}, "v": {64: {m: [0.1, 0.2] for m in M}}}
+    rows = bench.table_rows(plain, ["s", "v"], [64], sliced)
+    assert [r[0] for r in rows] == ["s", "v", "v - stock", "s", "v", "v - stock", "s, sliced - plain"]
+    assert [r[2] for r in rows] == ["plain"] * 3 + ["sliced"] * 3 + [""]
+    assert rows[2][3] == "25.0 ± 7.1" and rows[2][-1] == "higher"  # +20, +30: mean beyond the spread
+    assert rows[5][3] == "-10.0 ± 0.0" and rows[5][-1] == "lower"
+    assert rows[6][3] == "15.0 ± 7.1" and rows[6][-1] == "higher"  # slicing alone: +10, +20
+    assert bench.verdict([0.0, 0.0]) == bench.verdict([0.1, -0.1]) == "no difference shown"  # ties show none
+    assert bench.verdict([0.05]) == "1 seed: no spread" and bench.verdict([]) == "-"
+
+
+def test_small_object_compute_matched_epochs():
+    """stock-compute trains round(epochs x GFLOPs(SPD) / GFLOPs(stock)) epochs, at least 1, under a labelled row."""
+    bench = _bench_module("bench_small_objects")
+    assert bench.compute_matched_epochs(12, 7.1, 4.55) == (19, pytest.approx(1.5604, abs=1e-4))  # 18.7 -> 19
+    assert bench.compute_matched_epochs(100, 1.92, 1.311)[0] == 146
+    assert bench.compute_matched_epochs(1, 1.0, 4.0)[0] == 1  # never 0 epochs
+    assert bench.compute_matched_epochs(10, 1.0, 1.0) == (10, 1.0)
+    assert bench.compute_label("yolov5n.yaml", 1.5604) == "yolov5n (x1.56 epochs)"
+    assert [bench.variant_cfg("yolov8n", v) for v in bench.VARIANTS] == [
+        "yolov8n.yaml", "yolov8n-SPD", "yolov8n-SPD-p2", "yolov8n-SPD-lite", "yolov8n.yaml"]
+    assert bench.available_variants("yolov5n") == ["stock", "spd", "spd-p2", "stock-compute"]  # no yolov5 lite
+    assert bench.available_variants("yolov8n") == list(bench.VARIANTS)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -212,6 +247,10 @@ def test_quick_gpu_benchmark_on_cpu(tmp_path):
 def test_quick_small_object_benchmark(tmp_path):
     data = _quick("bench_small_objects", tmp_path, "--project", "runs")
     assert set(data["results"]) == {"yolov5n", "yolov5n-SPD"}
+    assert set(data["results"]["yolov5n"]) == {"64", "32"}  # plain evaluation at both sizes, one seed
+    assert list(data["sliced"]["yolov5n-SPD"]) == ["32"]  # val --slice at the smallest size
+    assert all(len(v) == 1 for v in data["sliced"]["yolov5n-SPD"]["32"].values())
+    assert data["runs"]["spd"]["gflops"] > data["runs"]["stock"]["gflops"] > 0
     assert list((tmp_path / "runs").glob("ap_s_vs_resolution_*.png"))
 
 
@@ -224,3 +263,12 @@ def test_quick_detect_load_benchmark(tmp_path):
     runs = _quick("bench_detect_load", tmp_path)["runs"]
     assert {r["input"] for r in runs} == {"video", "images"}
     assert all(r["output_frames"] == r["items"] for r in runs if r["input"] == "video")
+
+
+def test_quick_coco_eval_benchmark(tmp_path):
+    data = _quick("bench_coco_eval", tmp_path)
+    assert [r["backend"] for r in data["runs"]] == ["pycocotools", "faster-coco-eval"]
+    assert data["max_abs_difference"] <= 1e-6  # both backends give the same 12 numbers
+    assert all(r["images"] == 200 and r["detections"] > 0 and r["peak_rss_mib"] > 0 for r in data["runs"])
+    assert all(set(r["seconds"]) >= {"gt_build", "load", "evaluate", "accumulate", "summarize", "total"}
+               for r in data["runs"])
