@@ -36,6 +36,7 @@ from ultralytics.utils.torch_utils import unwrap_model
 from spd_yolo import coco
 from spd_yolo.atomic import AtomicPath, atomic_torch_saves, atomic_write
 from spd_yolo.data.folders import check_classification_folders
+from spd_yolo.errors import FitnessError
 from spd_yolo.weights import save_weights_only
 
 __all__ = (
@@ -277,7 +278,7 @@ class SPDDetectionTrainer(FaultTolerantTrainer, DetectionTrainer):
         choosing best.pt by ``fitness`` (a `FITNESS` key). A subclass, so that ultralytics' DDP workers, which rebuild
         the trainer from its pickled class, get the same settings."""
         if fitness not in FITNESS:
-            raise ValueError(f"fitness must be one of {', '.join(FITNESS)}, got {fitness!r}")
+            raise FitnessError(f"fitness must be one of {', '.join(FITNESS)}, got {fitness!r}")
         coco_metrics = bool(coco_metrics or FITNESS[fitness])
         if (fitness, coco_metrics) == (cls.fitness_name, cls.coco_metrics):
             return cls
@@ -310,7 +311,7 @@ class SPDDetectionTrainer(FaultTolerantTrainer, DetectionTrainer):
             self.check_fitness()
 
     def check_fitness(self) -> None:
-        """Raise ValueError if the COCO stat that selects best.pt is undefined on this validation set: pycocotools
+        """Raise FitnessError if the COCO stat that selects best.pt is undefined on this validation set: pycocotools
         reports -1 for AP_S when no ground-truth object is small (area <= 32² pixels at the original image size, not
         crowd), for AP when there is no object at all."""
         stat = FITNESS[self.fitness_name]
@@ -320,7 +321,7 @@ class SPDDetectionTrainer(FaultTolerantTrainer, DetectionTrainer):
         if coco.count_objects(gt, _AREA[stat], image_ids) == 0:
             size = "" if _AREA[stat] == "all" else "small (area <= 32x32 pixels at the original image size) "
             where = f"annotation file {anno}" if anno else "the YOLO labels"
-            raise ValueError(
+            raise FitnessError(
                 f"best.pt cannot be selected by COCO {stat}: the validation set ({where}) has no {size}object, so "
                 f"{stat} is undefined; select by {'ap or ' if stat != 'AP' else ''}default instead"
             )

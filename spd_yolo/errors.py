@@ -13,6 +13,7 @@ __all__ = (
     "CLIError",
     "ClassificationDataError",
     "ConversionError",
+    "FitnessError",
 )
 
 
@@ -49,3 +50,9 @@ class ClassificationDataError(SPDError, ValueError):
 class ConversionError(SPDError, ValueError):
     """A dataset converter's source that is missing a file or folder or is malformed (`spd_yolo.data.convert`); names
     the file and, for text formats, the line."""
+
+
+class FitnessError(SPDError, ValueError):
+    """A training fitness that cannot select best.pt: an unknown name, or a COCO stat that is undefined on the
+    validation set (AP_S with no small object, AP with no object). Raised by `spd_yolo.engine.SPDDetectionTrainer`
+    before the first epoch; names the fitness, the stat and where the ground truth came from."""

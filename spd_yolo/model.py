@@ -1,5 +1,6 @@
 # SPD-YOLO, AGPL-3.0 license
-"""`YOLO`: the ultralytics model class, knowing our bare model names, weights-only files and checkpoint errors."""
+"""`YOLO`: the ultralytics model class, knowing our bare model names, weights-only files and checkpoint errors, and
+training and validating detect and classify models with SPD-YOLO's engine classes (`spd_yolo.engine`)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,37 @@ from pathlib import Path
 from ultralytics import YOLO as _YOLO
 
 from spd_yolo.checkpoint import checkpoint_errors
+from spd_yolo.engine import (
+    SPDClassificationTrainer,
+    SPDClassificationValidator,
+    SPDDetectionTrainer,
+    SPDDetectionValidator,
+)
 from spd_yolo.models.configs import build_errors, load_model_yaml, probe_forward, resolve_model_cfg
 from spd_yolo.weights import load_weights_only
 
-__all__ = ("YOLO",)
+__all__ = ("YOLO", "SPD_ENGINE")
+
+# task -> the engine classes that replace ultralytics' stock ones in `YOLO.task_map`
+SPD_ENGINE = {
+    "detect": {"trainer": SPDDetectionTrainer, "validator": SPDDetectionValidator},
+    "classify": {"trainer": SPDClassificationTrainer, "validator": SPDClassificationValidator},
+}
 
 
 class YOLO(_YOLO):
-    """ultralytics `YOLO` that also accepts our bare model names (``yolov5s-SPD``) from any working directory."""
+    """ultralytics `YOLO` that also accepts our bare model names (``yolov5s-SPD``) from any working directory, and
+    whose ``train()`` / ``val()`` use `SPD_ENGINE` for detect and classify: atomic checkpoints, best.weights.pt, the
+    COCO table with ``save_json=True``. For per-epoch COCO metrics or best.pt by AP_S, pass
+    ``trainer=SPDDetectionTrainer.configured(fitness="ap_small")``. Other tasks keep ultralytics' classes."""
 
     def __init__(self, model: str | Path = "yolov5n-SPD.yaml", task: str | None = None, verbose: bool = False):
         super().__init__(resolve_model_cfg(model) if isinstance(model, (str, Path)) else model, task, verbose)
+
+    @property
+    def task_map(self) -> dict:
+        stock = super().task_map
+        return {task: {**classes, **SPD_ENGINE.get(task, {})} for task, classes in stock.items()}
 
     def _new(self, cfg: str, task=None, verbose=False) -> None:
         """Build from a YAML as ultralytics does; any problem is an SPDConfigError naming the file (and layer)."""

@@ -13,6 +13,7 @@ import yaml
 
 from helpers import REPO, ok, script
 from spd_yolo.cli import detect, export, train, val
+from spd_yolo.cli.common import script_name
 
 SCRIPTS = {"train": train, "val": val, "detect": detect, "export": export}
 FLAGS = {
@@ -39,7 +40,7 @@ def test_scripts_run_as_files_with_help_and_reject_unknown_flags(tmp_path):
     for name in SCRIPTS:
         out = subprocess.run([sys.executable, str(REPO / f"{name}.py"), "--help"], cwd=tmp_path, capture_output=True,
                              text=True)
-        assert out.returncode == 0 and "usage:" in out.stdout, out.stderr
+        assert out.returncode == 0 and out.stdout.startswith(f"usage: {name}.py "), out.stderr
     out = subprocess.run([sys.executable, str(REPO / "train.py"), "--epochz", "3"], cwd=tmp_path, capture_output=True,
                          text=True)
     assert out.returncode == 2 and "unrecognized arguments: --epochz" in out.stderr
@@ -205,3 +206,10 @@ def test_label_smoothing_targets():
     assert not torch.allclose(smooth, SmoothBCEWithLogits(0.0)(pred, target))
     with pytest.raises(ValueError, match="label smoothing must be in"):
         label_smoothing(1.5)
+
+
+def test_usage_and_resume_hint_name_the_command_typed(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/spd-train", "--help"])
+    assert train.build_parser().prog == "spd-train" and script_name("python train.py") == "spd-train"
+    monkeypatch.setattr(sys, "argv", [str(REPO / "train.py")])
+    assert train.build_parser().prog == "train.py" and script_name("python train.py") == "python train.py"

@@ -22,6 +22,7 @@ import torch
 from spd_yolo import coco
 from spd_yolo.cli.train import build_parser, cli
 from spd_yolo.engine import COCO_COLUMNS, COCO_TIME_COLUMN, FITNESS_KEY, SPDDetectionTrainer, SPDDetectionValidator
+from spd_yolo.errors import FitnessError
 
 TESTS = Path(__file__).resolve().parent
 COLUMNS = [*COCO_COLUMNS.values(), COCO_TIME_COLUMN]
@@ -149,7 +150,7 @@ def test_configured_trainer_is_a_picklable_subclass():
     assert (again.fitness_name, again.coco_metrics) == ("ap_small", True)
     metrics_only = SPDDetectionTrainer.configured(coco_metrics=True)
     assert (metrics_only.fitness_name, metrics_only.coco_metrics) == ("default", True)
-    with pytest.raises(ValueError, match="fitness must be one of default, ap, ap_small"):
+    with pytest.raises(FitnessError, match="fitness must be one of default, ap, ap_small"):
         SPDDetectionTrainer.configured("ap_tiny")
 
 
@@ -278,3 +279,31 @@ def test_ap_small_without_small_objects_is_one_error_line(data, tmp_path, capsys
     assert len(err) == 1 and err[0].startswith("error: --fitness ap_small: best.pt cannot be selected by COCO AP_S: "
                                                "the validation set (the YOLO labels) has no small"), err
     assert not (tmp_path / "run/weights/last.pt").exists()
+
+
+def test_python_api_trains_with_our_trainer_and_a_configured_fitness(data, tmp_path, monkeypatch):
+    """`spd_yolo.YOLO(...).train()` uses SPDDetectionTrainer (not ultralytics' stock one): best.weights.pt and the
+    fitness record; ``trainer=SPDDetectionTrainer.configured("ap_small")`` selects best.pt by AP_S as train.py does.
+    Plain ultralytics' YOLO keeps its own classes."""
+    from ultralytics import YOLO as StockYOLO
+
+    from spd_yolo import YOLO
+
+    install_oracle({0: 1.0, 1: 0.25}, setattr=monkeypatch.setattr)
+    model = YOLO("yolov5n-SPD")
+    assert model.task_map["detect"]["validator"] is SPDDetectionValidator
+    assert StockYOLO("yolov5n.yaml").task_map["detect"]["trainer"].__module__.startswith("ultralytics.")
+    model.train(data=str(data), epochs=2, imgsz=64, batch=4, workers=0, device="cpu", project=str(tmp_path),
+                name="api", seed=0, plots=False, trainer=SPDDetectionTrainer.configured("ap_small"))
+    run = tmp_path / "api"
+    assert isinstance(model.trainer, SPDDetectionTrainer) and model.trainer.fitness_name == "ap_small"
+    assert (run / "weights/best.weights.pt").is_file() and (run / "coco_metrics.json").is_file()
+    ap_s = [float(r["metrics/coco_AP_S"]) for r in rows(run)]
+    assert ap_s[0] == pytest.approx(1.0) and 0 < ap_s[1] < 0.5, ap_s  # all boxes, then a quarter of them
+    assert_best_by(run, "ap_small", "metrics/coco_AP_S")
+    assert record(run / "weights/best.pt")["best_epoch"] == 1
+
+    plain = YOLO("yolov5n-SPD")
+    plain.train(data=str(data), epochs=1, imgsz=64, batch=4, workers=0, device="cpu", project=str(tmp_path),
+                name="plain", seed=0, plots=False)
+    assert type(plain.trainer) is SPDDetectionTrainer and record(tmp_path / "plain/weights/last.pt")["name"] == "default"

@@ -43,6 +43,7 @@ __all__ = (
     "load_model",
     "data_names",
     "HelpFormatter",
+    "script_name",
     "add_imgsz",
     "add_device",
     "add_run_dir",
@@ -67,6 +68,12 @@ STREAM_TIMEOUT = 5  # seconds a stream URL may take to accept a connection and a
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Show defaults and keep the description's line breaks."""
+
+
+def script_name(script: str) -> str:
+    """The name the user typed: the console command (`spd-train`) when run as one, else the root script `script`."""
+    invoked = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return invoked if invoked.startswith("spd-") else script
 
 
 def add_imgsz(parser: argparse.ArgumentParser, default: int = 640, help_extra: str = "") -> None:

@@ -45,6 +45,7 @@ from spd_yolo.cli.common import (
     load_model,
     remove_if_empty,
     run_main,
+    script_name,
     strided_spd,
     trained_imgsz,
 )
@@ -54,7 +55,7 @@ SLICE_DEFAULTS = SliceSettings()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="detect.py", description=__doc__, formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(prog=script_name("detect.py"), description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--weights", default="", help="model: a .pt checkpoint or an exported .onnx")
     p.add_argument(
         "--source", default="", help="image, folder, glob, video, .txt list of paths, webcam index or stream URL"

@@ -33,6 +33,7 @@ from spd_yolo.cli.common import (
     check_weights,
     load_model,
     run_main,
+    script_name,
     strided_spd,
     trained_imgsz,
 )
@@ -40,7 +41,7 @@ from spd_yolo.export_check import onnx_parity
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="export.py", description=__doc__, formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(prog=script_name("export.py"), description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--weights", default="", help="the .pt checkpoint to export")
     p.add_argument(
         "--include", nargs="+", default=["onnx"], metavar="FORMAT",

@@ -46,11 +46,13 @@ from spd_yolo.cli.common import (
     check_settings,
     check_weights,
     cls_imgsz_from_data,
-    parse_freeze,
     load_model,
+    parse_freeze,
     run_main,
+    script_name,
 )
 from spd_yolo.engine import FITNESS, FITNESS_KEY, SPDClassificationTrainer, SPDDetectionTrainer, label_smoothing
+from spd_yolo.errors import FitnessError
 from spd_yolo.model import YOLO
 from spd_yolo.models.configs import resolve_model_yaml
 
@@ -60,7 +62,7 @@ OPTIMIZERS = ("SGD", "MuSGD", "Adam", "Adamax", "AdamW", "NAdam", "RAdam", "RMSP
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="train.py", description=__doc__, formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(prog=script_name("train.py"), description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--cfg", default="", help="model YAML or bare name, e.g. yolov5s-SPD, yolo11n-SPD, yolov5s.yaml")
     p.add_argument(
         "--weights", default="",
@@ -248,7 +250,7 @@ def _check_fitness(trainer) -> None:
     (else one clear error line, not a traceback)."""
     try:
         trainer.check_fitness()
-    except ValueError as e:
+    except FitnessError as e:
         raise CLIError(f"--fitness {trainer.fitness_name}: {e}") from None
 
 
@@ -261,7 +263,8 @@ def _train(model, callbacks=(), **kwargs) -> int:
     except KeyboardInterrupt:
         trainer = model.trainer
         if trainer is not None and Path(trainer.last).is_file():
-            print(f"training interrupted: resume with  python train.py --resume {trainer.save_dir}", file=sys.stderr)
+            resume = script_name("python train.py")
+            print(f"training interrupted: resume with  {resume} --resume {trainer.save_dir}", file=sys.stderr)
         else:
             print("training interrupted before the first epoch ended: nothing to resume", file=sys.stderr)
         return 130

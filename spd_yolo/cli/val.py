@@ -37,8 +37,8 @@ from spd_yolo.cli.common import (
     add_device,
     add_imgsz,
     add_run_dir,
-    check_data_yaml,
     check_cls_data,
+    check_data_yaml,
     check_device,
     check_imgsz,
     check_weights,
@@ -46,6 +46,7 @@ from spd_yolo.cli.common import (
     load_model,
     remove_if_empty,
     run_main,
+    script_name,
     trained_imgsz,
 )
 from spd_yolo.cli.detect import add_slice_args, inference_size, slice_settings, sliced_detector
@@ -55,7 +56,7 @@ from spd_yolo.slicing import sliced_coco_eval
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="val.py", description=__doc__, formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(prog=script_name("val.py"), description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--data", default="", help="dataset YAML (ultralytics format); for a classifier the image folder")
     p.add_argument("--weights", default="", help="model to validate: a .pt checkpoint or an exported .onnx")
     p.add_argument("--batch-size", type=int, default=32, help="batch size")

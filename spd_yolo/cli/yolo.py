@@ -15,9 +15,9 @@ ultralytics' own `ultralytics.cfg.entrypoint`; nothing of it is copied. We exten
    for the name the entrypoint picks itself when ``model=`` is missing (``yolo26n.pt``).
 2. The model class: the entrypoint builds its model with ``from ultralytics import YOLO`` *at call time*, so for the
    duration of the call the attribute ``ultralytics.YOLO`` is `EntrypointYOLO` (then the lazy attribute is restored).
-   `EntrypointYOLO` is `spd_yolo.YOLO` (our names, weights-only files, checkpoint errors) whose ``task_map`` gives
+   `EntrypointYOLO` is `spd_yolo.YOLO` (our names, weights-only files, checkpoint errors, and a ``task_map`` that gives
    `SPDDetectionTrainer` / `SPDDetectionValidator` for detect and `SPDClassificationTrainer` /
-   `SPDClassificationValidator` for classify; `Model.train` and `Model.val` take their classes from there. This is
+   `SPDClassificationValidator` for classify) with the model-name check of point 1. This is
    the one place where the model is made, so it is the smallest hook: ``Model.train(trainer=...)`` cannot be reached
    from outside the entrypoint, and patching ``task_map`` of ultralytics' own class would change every ``YOLO`` in
    the process. RT-DETR, SAM, FastSAM and NAS names keep ultralytics' classes.
@@ -52,23 +52,12 @@ from ultralytics.utils.checks import check_yolov5u_filename
 from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
 
 from spd_yolo.cli.common import run_main
-from spd_yolo.engine import (
-    SPDClassificationTrainer,
-    SPDClassificationValidator,
-    SPDDetectionTrainer,
-    SPDDetectionValidator,
-)
 from spd_yolo.errors import CLIError, SPDError
 from spd_yolo.model import YOLO
 from spd_yolo.models.configs import available_models, resolve_model_cfg
 
 __all__ = ("EntrypointYOLO", "main", "cli")
 
-# task -> the engine classes that replace ultralytics' stock ones in `EntrypointYOLO.task_map`
-SPD_ENGINE = {
-    "detect": {"trainer": SPDDetectionTrainer, "validator": SPDDetectionValidator},
-    "classify": {"trainer": SPDClassificationTrainer, "validator": SPDClassificationValidator},
-}
 INFO_KEYS = {"model": None, "detailed": False, "imgsz": 640}  # `spd-yolo info` settings and their defaults
 HELP_WORDS = {"help", "h"}  # ultralytics' help commands, without their optional leading dashes
 OFFLINE_HINT = (
@@ -99,17 +88,12 @@ def usage() -> str:
 
 
 class EntrypointYOLO(YOLO):
-    """`spd_yolo.YOLO` that trains and validates detect and classify models with SPD-YOLO's engine classes: the
-    model class ultralytics' CLI entrypoint builds under ``spd-yolo``. Its model name is checked by
+    """`spd_yolo.YOLO` (SPD-YOLO's engine classes for detect and classify): the model class ultralytics' CLI
+    entrypoint builds under ``spd-yolo``. Its model name is checked by
     `check_model_name`, also when the entrypoint chose it (``yolo26n.pt`` for a TASK without ``model=``)."""
 
     def __init__(self, model: str | Path = "yolov5n-SPD.yaml", task: str | None = None, verbose: bool = False):
         super().__init__(check_model_name(str(model)) if isinstance(model, (str, Path)) else model, task, verbose)
-
-    @property
-    def task_map(self) -> dict:
-        stock = super().task_map
-        return {task: {**classes, **SPD_ENGINE.get(task, {})} for task, classes in stock.items()}
 
 
 @contextmanager
