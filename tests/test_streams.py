@@ -9,10 +9,12 @@ What ultralytics' LoadStreams does with a stream (ultralytics/data/loaders.py), 
 - when the stream ends (or is cut), the failed read adds one black frame ("Video stream unresponsive") and the reader
   reopens the URL; when that fails (here: 404, the broadcast is over) the run ends. So a run sees the frames sent
   plus one black frame, and its video ends with it;
-- a stream that stalls is read again after FFmpeg's read timeout (30 s by default), then as above;
+- a stream that stalls is read again after OpenCV's read timeout (30 s; detect.py --stream-timeout shortens it),
+  then as above;
 - the video of a stream is written as PROJECT/NAME/<name of the URL>.avi (MJPG) at 30 FPS, whatever the stream's.
 """
 
+import os
 import socket
 import threading
 import time
@@ -25,6 +27,7 @@ import pytest
 
 from helpers import ok, script
 from spd_yolo.cli import common
+from spd_yolo.cli.detect import cli as detect_cli
 from spd_yolo.errors import CLIError
 
 N_FRAMES, FPS, W, H = 30, 15, 128, 96  # the served video: 2 s
@@ -286,17 +289,43 @@ def test_detect_stream_cut_half_way_ends_cleanly(ckpt, serve, tmp_path):
 
 
 @pytest.mark.slow
-def test_detect_stalled_stream_ends_after_the_read_timeout(ckpt, serve, tmp_path):
-    """A stream that stops sending with its connection open: FFmpeg's read gives up after 30 s (no setting reaches
-    it through ultralytics), then the run ends as for a cut."""
+def test_detect_stalled_stream_ends_after_the_stream_timeout(ckpt, serve, tmp_path):
+    """A stream that stops sending with its connection open: with --stream-timeout 2 the read gives up after 2 s
+    (not OpenCV's 30 s), then the run ends as for a cut."""
     cut = 10
     srv = serve(cut=cut, stall=90)
-    proc, seconds = detect(ckpt, srv.url("/live"), tmp_path / "runs", "--stream-buffer")
+    proc, seconds = detect(ckpt, srv.url("/live"), tmp_path / "runs", "--stream-buffer", "--stream-timeout", 2)
     out = ok(proc)
     assert "Traceback" not in out
     assert frame_count(out) == cut + 1  # + the black frame
     assert len(read_video(saved_video(tmp_path / "runs"))[0]) == cut + 1
-    assert 25 < seconds < 80
+    assert seconds < 25  # 2 s of silence and Python's start-up, not 30 s
+
+
+def test_stream_timeout_sets_ffmpegs_option_and_restores_the_environment(monkeypatch):
+    """OPENCV_FFMPEG_CAPTURE_OPTIONS gets timeout in microseconds; the user's other options there are kept (their own
+    timeout replaced), and the variable is as before afterwards, also after an error."""
+    monkeypatch.delenv(common.FFMPEG_OPTIONS, raising=False)
+    with common.stream_read_timeout(2.5):
+        assert os.environ[common.FFMPEG_OPTIONS] == "timeout;2500000"
+    assert common.FFMPEG_OPTIONS not in os.environ
+    monkeypatch.setenv(common.FFMPEG_OPTIONS, "rtsp_transport;tcp|timeout;9")
+    with pytest.raises(RuntimeError), common.stream_read_timeout(1):
+        assert os.environ[common.FFMPEG_OPTIONS] == "rtsp_transport;tcp|timeout;1000000"
+        raise RuntimeError
+    assert os.environ[common.FFMPEG_OPTIONS] == "rtsp_transport;tcp|timeout;9"
+    with common.stream_read_timeout(None):
+        assert os.environ[common.FFMPEG_OPTIONS] == "rtsp_transport;tcp|timeout;9"
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "31"])
+def test_detect_rejects_a_stream_timeout_out_of_range(value, tmp_path, capsys):
+    assert detect_cli(["--weights", "missing.pt", "--source", "x.jpg", "--stream-timeout", value,
+                       "--project", str(tmp_path / "runs")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: --stream-timeout {float(value):g}: must be > 0 and at most 30 (seconds; OpenCV ends a " \
+                  "silent stream's read after that anyway)", err
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ import socket
 import sys
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
@@ -50,6 +51,7 @@ __all__ = (
     "check_weights",
     "check_data_yaml",
     "check_source",
+    "stream_read_timeout",
     "run_main",
     "cfg_task",
     "check_cls_data",
@@ -64,6 +66,8 @@ VIDEO_SUFFIXES = {".asf", ".avi", ".gif", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg
 STREAM_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://", "tcp://")
 STREAM_PORTS = {"http": 80, "https": 443, "rtsp": 554, "rtmp": 1935}  # default ports (tcp:// needs one)
 STREAM_TIMEOUT = 5  # seconds a stream URL may take to accept a connection and answer
+STREAM_READ_TIMEOUT_MAX = 30  # OpenCV's own limit (s) on a read from a silent stream, which no option raises
+FFMPEG_OPTIONS = "OPENCV_FFMPEG_CAPTURE_OPTIONS"  # OpenCV passes these "key;value|..." to FFmpeg at every open
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -258,6 +262,29 @@ def check_source(source: str) -> str:
             )
         raise CLIError(f"--source {source}: the folder is empty")
     return source
+
+
+@contextmanager
+def stream_read_timeout(seconds: float | None):
+    """While inside, a stream that sends nothing for `seconds` ends the read (FFmpeg's socket I/O ``timeout`` option,
+    set through OPENCV_FFMPEG_CAPTURE_OPTIONS with any other options the environment set there kept; restored after).
+    None leaves OpenCV's own limit of STREAM_READ_TIMEOUT_MAX seconds. Seconds must be in (0, that limit]."""
+    if seconds is None:
+        yield
+        return
+    if not 0 < seconds <= STREAM_READ_TIMEOUT_MAX:
+        raise CLIError(f"--stream-timeout {seconds:g}: must be > 0 and at most {STREAM_READ_TIMEOUT_MAX} (seconds; "
+                       "OpenCV ends a silent stream's read after that anyway)")
+    before = os.environ.get(FFMPEG_OPTIONS)
+    kept = [o for o in (before or "").split("|") if o and o.split(";", 1)[0] != "timeout"]
+    os.environ[FFMPEG_OPTIONS] = "|".join([*kept, f"timeout;{round(seconds * 1e6)}"])  # microseconds
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(FFMPEG_OPTIONS, None)
+        else:
+            os.environ[FFMPEG_OPTIONS] = before
 
 
 def check_stream(url: str) -> str:

@@ -17,6 +17,7 @@ Examples:
     python detect.py --weights best.onnx --source 'images/*.jpg' --conf-thres 0.4 --save-txt
     python detect.py --weights best.pt --source 0                         # webcam 0
     python detect.py --weights best.pt --source rtsp://host/stream        # stream URL
+    python detect.py --weights best.pt --source rtsp://host/cam --stream-timeout 5   # end if silent for 5 s
     python detect.py --weights best.pt --source images/ --strided-spd     # SPD + conv run as strided convs (exact)
     python detect.py --weights best.pt --source 4k.mp4 --slice --slice-size 640 --slice-overlap 0.2   # sliced (SAHI)
 """
@@ -46,6 +47,7 @@ from spd_yolo.cli.common import (
     remove_if_empty,
     run_main,
     script_name,
+    stream_read_timeout,
     strided_spd,
     trained_imgsz,
 )
@@ -82,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--stream-buffer", action="store_true",
         help="streams: queue the frames (up to 30) so that none is dropped, though latency grows when inference is "
         "slower than the stream; without it each step takes the latest frame and drops the others, as a live view does",
+    )
+    p.add_argument(
+        "--stream-timeout", type=float, default=None, metavar="SECONDS",
+        help="streams: end the run when the stream sends nothing for this long (after one reconnect attempt, as "
+        "ultralytics does); default: OpenCV's own 30 s, also the most it allows",
     )
     add_strided_spd(p, "run")
     add_slice_args(p)
@@ -205,7 +212,11 @@ def sliced_detector(model, weights: str, settings: SliceSettings, args, imgsz, *
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with stream_read_timeout(args.stream_timeout):  # checked first; covers the reconnects of LoadStreams' thread
+        return _detect(args)
 
+
+def _detect(args: argparse.Namespace) -> int:
     if args.imgsz is not None:
         check_imgsz(args.imgsz)
     settings = slice_settings(args)
