@@ -4,9 +4,13 @@
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
+import torch
+import torch.nn as nn
 import yaml
+from ultralytics.cfg import get_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,16 +53,12 @@ def script_ok(name: str, *args, cwd=None) -> str:
 def slicing_space_to_depth(x, s: int = 2):
     """The slicing reference of space-to-depth: the blocks ``x[..., i::s, j::s]``, column offset j outer, row offset i
     inner, concatenated along channels (for s=2: Focus's and the paper authors' code)."""
-    import torch
-
     return torch.cat([x[..., i::s, j::s] for j in range(s) for i in range(s)], 1)
 
 
 def rewrite_pickle(src: Path, dst: Path, old: bytes, new: bytes) -> Path:
     """Copy the torch.save archive `src` to `dst` with `old` replaced by `new` in its pickle (e.g. a class name), as
     a checkpoint written by another version would read."""
-    import zipfile
-
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
         for item in zin.infolist():
             data = zin.read(item)
@@ -67,3 +67,39 @@ def rewrite_pickle(src: Path, dst: Path, old: bytes, new: bytes) -> Path:
                 data = data.replace(old, new)
             zout.writestr(item, data)
     return dst
+
+
+def strided_layers(model: nn.Module, allowed: tuple = ()) -> list:
+    """Names of every conv or pooling layer that skips pixels (stride > 1, or an adaptive pool), except the modules
+    in `allowed` (e.g. a classifier head's global pool, which averages the final map rather than down-sampling)."""
+    bad = []
+    for name, m in model.named_modules():
+        if any(m is a for a in allowed):
+            continue
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.LPPool2d)):
+            strides = m.stride if isinstance(m.stride, tuple) else (m.stride, m.stride)
+            if any(s is not None and s > 1 for s in strides):
+                bad.append(name)
+        elif isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+            bad.append(name)
+    return bad
+
+
+def stride2_convs(model: nn.Module) -> int:
+    """How many Conv2d layers have stride 2 (the down-sampling steps of a stock model)."""
+    return sum(isinstance(m, nn.Conv2d) and m.stride == (2, 2) for m in model.modules())
+
+
+def one_training_step(model: nn.Module, boxes: list, watch: tuple = ()) -> tuple[torch.Tensor, list[bool]]:
+    """One SGD step (lr 0.01) of a detection model in training mode on two random 64x64 images with one box each
+    (`boxes`: two normalised xywh rows, classes 0 and 1) through its ultralytics loss. Returns the loss and, for each
+    tensor in `watch`, whether the step changed it; the gradients are left in place for the caller to inspect."""
+    model.args = get_cfg()
+    model.train()
+    batch = {"img": torch.rand(2, 3, 64, 64), "batch_idx": torch.tensor([0.0, 1.0]),
+             "cls": torch.tensor([[0.0], [1.0]]), "bboxes": torch.tensor(boxes, dtype=torch.float32)}
+    loss, _ = model.loss(batch)
+    loss.sum().backward()
+    before = [w.detach().clone() for w in watch]
+    torch.optim.SGD(model.parameters(), lr=0.01).step()
+    return loss, [not torch.equal(b, w) for b, w in zip(before, watch)]

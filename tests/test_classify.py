@@ -24,7 +24,7 @@ from ultralytics.nn.modules import Classify
 from ultralytics.nn.tasks import ClassificationModel
 
 import spd_yolo
-from helpers import REPO, script_ok, write_yaml
+from helpers import REPO, script_ok, strided_layers, write_yaml
 from spd_yolo.errors import ClassificationDataError, SPDSizeError
 from spd_yolo.layers import DepthToSpace, ResNetStage, ResNetStem, SPDConv, SpaceToDepth, full_res_conv_as_spd
 from spd_yolo import SPDConfigError
@@ -42,21 +42,6 @@ def built(name: str, nc: int = 10):
     if (name, nc) not in _BUILT:
         _BUILT[name, nc] = spd_yolo.build_model(name, nc=nc)
     return _BUILT[name, nc]
-
-
-def strided_layers(model: nn.Module) -> list:
-    """Every conv or pooling layer that skips pixels; the Classify head's global average pool is not down-sampling
-    (it averages the whole final map into the classifier's input vector), so it is allowed."""
-    head_pool = model.model[-1].pool
-    bad = []
-    for name, m in model.named_modules():
-        if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.LPPool2d)):
-            strides = m.stride if isinstance(m.stride, tuple) else (m.stride, m.stride)
-            if any(s > 1 for s in strides):
-                bad.append(name)
-        elif isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) and m is not head_pool:
-            bad.append(name)
-    return bad
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -92,7 +77,7 @@ def test_builds_with_class_outputs_at_32_and_64(name):
 @pytest.mark.parametrize("name", CLASSIFIERS)
 def test_no_strided_conv_or_pooling_in_spd_models(name):
     model = built(name)
-    bad = strided_layers(model)
+    bad = strided_layers(model, allowed=(model.model[-1].pool,))  # the head's global pool averages, not skips
     n_spd = sum(isinstance(m, SpaceToDepth) for m in model.modules())
     if name.endswith("-SPD"):
         assert bad == []

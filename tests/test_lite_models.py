@@ -6,23 +6,17 @@ down-sampling (no strided conv or pooling) with GFLOPs within 5% of stock, at ev
 import pytest
 import torch
 import torch.nn.functional as F
-from ultralytics.cfg import get_cfg
 from ultralytics.nn.modules import Conv
 
 import spd_yolo
-from helpers import run_python, write_yaml
+from helpers import one_training_step, run_python, stride2_convs, strided_layers, write_yaml
 from spd_yolo.layers import LAYERS, SPDConv, SPDGroupConv, SpaceToDepth, interleave_phases
 from spd_yolo.models.configs import load_model_yaml
 from spd_yolo.models.summary import main as summary_main, stock_counterpart
 from spd_yolo.rewrite import rewrite_spd
-from test_models import strided_layers
 
 FAMILIES = ("yolov8", "yolo11")
 NAMES = [f"{f}{s}-SPD-lite" for f in FAMILIES for s in "nsmlx"]
-
-
-def stride2_convs(model) -> int:
-    return sum(isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2) for m in model.modules())
 
 
 def test_names_and_stock_counterparts():
@@ -139,23 +133,12 @@ def test_one_training_step():
     """yolov8n-SPD-lite trains: one batch through the ultralytics loss, gradients in every SPDGroupConv, SGD step."""
     torch.manual_seed(0)
     model = spd_yolo.build_model("yolov8n-SPD-lite", nc=2)
-    model.args = get_cfg()
-    model.train()
-    batch = {
-        "img": torch.rand(2, 3, 64, 64),
-        "batch_idx": torch.tensor([0.0, 1.0]),
-        "cls": torch.tensor([[0.0], [1.0]]),
-        "bboxes": torch.tensor([[0.5, 0.5, 0.3, 0.3], [0.3, 0.4, 0.2, 0.25]]),
-    }
-    loss, _ = model.loss(batch)
-    loss.sum().backward()
-    assert torch.isfinite(loss).all() and loss.sum() > 0
     convs = [m.conv.conv.weight for m in model.model if isinstance(m, SPDGroupConv)]
+    loss, changed = one_training_step(model, [[0.5, 0.5, 0.3, 0.3], [0.3, 0.4, 0.2, 0.25]],
+                                      watch=(model.model[0].conv.conv.weight, *convs))
+    assert torch.isfinite(loss).all() and loss.sum() > 0
     assert len(convs) == 6 and all(w.grad is not None and w.grad.abs().sum() > 0 for w in convs)
-    before = [w.detach().clone() for w in (model.model[0].conv.conv.weight, *convs)]
-    torch.optim.SGD(model.parameters(), lr=0.01).step()
-    after = (model.model[0].conv.conv.weight, *convs)
-    assert all(not torch.equal(b, a) for b, a in zip(before, after))
+    assert all(changed)
 
 
 def test_rewrite_leaves_group_convs_and_keeps_outputs(rng):

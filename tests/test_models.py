@@ -7,7 +7,7 @@ import torch.nn as nn
 from ultralytics.nn.tasks import ClassificationModel, DetectionModel
 
 import spd_yolo
-from helpers import REPO, run_python, write_yaml
+from helpers import REPO, run_python, strided_layers, write_yaml
 from spd_yolo.errors import SPDSizeError
 from spd_yolo.layers import SPDConv, SpaceToDepth
 from spd_yolo.models import registry
@@ -17,20 +17,6 @@ ALL_MODELS = spd_yolo.available_models()
 P3_MODELS = [n for n in ALL_MODELS if not n.endswith(("-p2", "-lite"))]
 FAMILIES = ["yolov5-SPD", "yolov8-SPD", "yolo11-SPD"]
 LITE = ["yolov8-SPD-lite", "yolo11-SPD-lite"]  # SPD at the stock model's GFLOPs (issue 12 part 6)
-
-
-def strided_layers(model: nn.Module) -> list:
-    """Every Conv2d or pooling layer that skips pixels (stride > 1)."""
-    bad = []
-    for name, m in model.named_modules():
-        stride = getattr(m, "stride", None)
-        if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.LPPool2d)):
-            strides = stride if isinstance(stride, tuple) else (stride, stride)
-            if any(s is not None and s > 1 for s in strides):
-                bad.append(name)
-        elif isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
-            bad.append(name)
-    return bad
 
 
 def test_all_names_exist():
