@@ -10,8 +10,8 @@ Channel order (block size s): the output is the concatenation along channels of 
 authors' ``space_to_depth`` and of ultralytics' ``Focus``, so their weights map one to one. It is *not* the order of
 ``torch.nn.functional.pixel_unshuffle`` (which puts the input channel outermost).
 
-Plain torch only: one reshape to 6-D (a view), one permute and one reshape back (a single copy forward and a single copy backward), the same
-on CPU and CUDA, under ``torch.compile``, tracing and ONNX export.
+Plain torch only: one reshape to 6-D (a view), one permute and one reshape back (a single copy forward and a single
+copy backward), the same on CPU and CUDA, under ``torch.compile``, tracing and ONNX export.
 """
 
 from __future__ import annotations
@@ -50,12 +50,8 @@ def _checking() -> bool:
     return not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling())
 
 
-class SpaceToDepth(nn.Module):
-    """Parameter-free space-to-depth layer: (B, C, H, W) -> (B, s*s*C, H/s, W/s), lossless.
-
-    Args:
-        s (int): Block size (down-sampling factor). H and W must be divisible by it.
-    """
+class _BlockLayer(nn.Module):
+    """A parameter-free rearrangement of s x s pixel blocks (the base of the two layers below)."""
 
     def __init__(self, s: int = 2):
         super().__init__()
@@ -63,6 +59,14 @@ class SpaceToDepth(nn.Module):
 
     def extra_repr(self) -> str:
         return f"s={self.s}"
+
+
+class SpaceToDepth(_BlockLayer):
+    """Parameter-free space-to-depth layer: (B, C, H, W) -> (B, s*s*C, H/s, W/s), lossless.
+
+    Args:
+        s (int): Block size (down-sampling factor). H and W must be divisible by it.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply space-to-depth; raise `SPDSizeError` naming this layer if H or W is not divisible by s."""
@@ -71,15 +75,12 @@ class SpaceToDepth(nn.Module):
         return space_to_depth(x, self.s)
 
 
-class DepthToSpace(nn.Module):
-    """Inverse of `SpaceToDepth`: (B, s*s*C, H, W) -> (B, C, H*s, W*s)."""
+class DepthToSpace(_BlockLayer):
+    """Inverse of `SpaceToDepth`: (B, s*s*C, H, W) -> (B, C, H*s, W*s).
 
-    def __init__(self, s: int = 2):
-        super().__init__()
-        self.s = _check_scale(s)
-
-    def extra_repr(self) -> str:
-        return f"s={self.s}"
+    Args:
+        s (int): Block size (up-sampling factor). The channels must be divisible by s*s.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply depth-to-space; raise `SPDSizeError` if the channels are not divisible by s*s."""
