@@ -1,9 +1,12 @@
 # SPD-YOLO, AGPL-3.0 license
 """ONNX parity: onnxruntime against the torch model on a real image, preprocessed as predict does.
 
-Detectors: the image is letterboxed; the (batch, 4 + classes, anchors) outputs are compared (boxes in pixels, class
-scores). Classifiers (a `Classify` head): the image is resized and center-cropped (ultralytics' classify
-transforms); the (batch, classes) probabilities are compared.
+Detectors: the image is letterboxed; the (batch, 4 + classes, anchors) outputs are compared (boxes in pixels,
+class scores). The tolerance applies to class scores as they are and to boxes as a fraction of the input's longer side
+(so 1e-3 allows 0.64 px at 640 and 0.32 px at 320: float32 rounding of coordinates in the hundreds is ~1e-3 px).
+
+Classifiers (a `Classify` head): the image is resized and center-cropped (ultralytics' classify transforms); the
+(batch, classes) probabilities are compared.
 """
 
 from __future__ import annotations
@@ -20,16 +23,23 @@ __all__ = ("Parity", "onnx_parity", "letterboxed_input", "classify_input")
 @dataclass(frozen=True)
 class Parity:
     """Largest absolute differences between the two outputs: box coordinates (pixels) and class scores (for a
-    classifier: box_diff is 0 and score_diff the class probabilities' difference)."""
+    classifier: box_diff is 0 and score_diff the class probabilities' difference); `size` is the input's longer side
+    in pixels, the scale boxes are compared at."""
 
     max_abs_diff: float
     box_diff: float
     score_diff: float
     shape: tuple
     task: str = "detect"
+    size: int = 1
+
+    @property
+    def diff(self) -> float:
+        """What the tolerance applies to: the larger of the score difference and the box difference / `size`."""
+        return max(self.score_diff, self.box_diff / self.size)
 
     def ok(self, tol: float) -> bool:
-        return self.max_abs_diff <= tol
+        return self.diff <= tol
 
 
 def letterboxed_input(image: str | Path, imgsz: tuple[int, int], batch: int = 1) -> torch.Tensor:
@@ -81,4 +91,5 @@ def onnx_parity(model: torch.nn.Module, onnx_path: str | Path, image: str | Path
     diff = np.abs(z - y)
     if classifier:
         return Parity(float(diff.max()), 0.0, float(diff.max()), tuple(y.shape), "classify")
-    return Parity(float(diff.max()), float(diff[:, :4].max()), float(diff[:, 4:].max()), tuple(y.shape))
+    box, score = float(diff[:, :4].max()), float(diff[:, 4:].max())
+    return Parity(float(diff.max()), box, score, tuple(y.shape), size=max(imgsz))

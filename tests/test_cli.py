@@ -14,6 +14,7 @@ import yaml
 from helpers import REPO, ok, script
 from spd_yolo.cli import detect, export, train, val
 from spd_yolo.cli.common import script_name
+from spd_yolo.export_check import Parity
 
 SCRIPTS = {"train": train, "val": val, "detect": detect, "export": export}
 FLAGS = {
@@ -213,3 +214,21 @@ def test_usage_and_resume_hint_name_the_command_typed(monkeypatch):
     assert train.build_parser().prog == "spd-train" and script_name("python train.py") == "spd-train"
     monkeypatch.setattr(sys, "argv", [str(REPO / "train.py")])
     assert train.build_parser().prog == "train.py" and script_name("python train.py") == "python train.py"
+
+
+def test_onnx_parity_tolerance_scales_boxes_by_the_input_size():
+    p = Parity(1.59e-3, 1.59e-3, 2e-6, (1, 84, 2100), size=320)  # float32 rounding of a trained model's boxes at 320
+    assert p.diff == pytest.approx(1.59e-3 / 320) and p.ok(1e-3)
+    assert not Parity(0.5, 0.5, 1e-6, (1, 84, 2100), size=320).ok(1e-3)  # half a pixel at 320: 1.6e-3 of the input
+    assert not Parity(2e-3, 1e-4, 2e-3, (1, 84, 2100), size=640).ok(1e-3)  # scores are compared as they are
+    assert Parity(3e-4, 0.0, 3e-4, (1, 10), "classify").ok(1e-3)
+
+
+def test_export_parity_failure_is_one_error_line_and_keeps_the_file(files, tmp_path, monkeypatch, capsys):
+    weights = shutil.copy(files["weights"], tmp_path / "m.pt")
+    monkeypatch.setattr(export, "onnx_parity", lambda *a, **k: Parity(0.5, 0.5, 1e-6, (1, 6, 84), size=64))
+    assert export.cli(["--weights", str(weights), "--include", "onnx", "--img", "64"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: ONNX parity failed: the outputs differ by 0.00781 > --parity-tol 0.001 (boxes 0.5 px = "
+                   f"0.00781 of 64 px, scores 1e-06); {tmp_path / 'm.onnx'} was written"], err
+    assert (tmp_path / "m.onnx").stat().st_size > 0

@@ -2,11 +2,12 @@
 """export.py: export a checkpoint with the ultralytics exporter (ONNX, TorchScript, ...) and check ONNX parity.
 
 After an ONNX export the same real image (letterboxed) goes through onnxruntime and through the torch model; the
-largest absolute difference of the raw outputs (boxes in pixels, class scores) is printed, and the command fails if it
-is above --parity-tol. For a classifier (e.g. resnet18-SPD) the image is resized and center-cropped as predict does
-and the outputs compared are the (batch, classes) probabilities; its default size is the training size. The
-exported .onnx works in detect.py and val.py. Formats other than onnx and torchscript need their own packages (e.g.
-openvino); they are not installed automatically.
+largest absolute differences of the raw outputs (boxes in pixels, class scores) are printed, and the command fails if
+the score difference, or the box difference as a fraction of the input size, is above --parity-tol. For a classifier
+(e.g. resnet18-SPD) the image is resized and center-cropped as predict does and the outputs compared are the
+(batch, classes) probabilities; its default size is the training size. The exported .onnx works in detect.py and
+val.py. Formats other than onnx and torchscript need their own packages (e.g. openvino); they are not installed
+automatically.
 
 Examples:
     python export.py --weights runs/train/exp/weights/best.pt --include onnx --img 256
@@ -59,7 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=None, help="ONNX opset version (default: ultralytics' choice)")
     p.add_argument("--half", action="store_true", help="FP16 export (GPU only)")
     p.add_argument("--parity-image", default="", help="image for the ONNX parity check (default: ultralytics' bus.jpg)")
-    p.add_argument("--parity-tol", type=float, default=1e-3, help="largest allowed absolute output difference")
+    p.add_argument(
+        "--parity-tol", type=float, default=1e-3,
+        help="largest allowed output difference: class scores absolute, boxes as a fraction of the input's longer side "
+        "(1e-3: 0.64 px at 640)",
+    )
     p.add_argument("--no-parity", action="store_true", help="skip the ONNX parity check")
     add_strided_spd(p, "export")
     return p
@@ -110,14 +115,16 @@ def main(argv: list[str] | None = None) -> int:
             parity = onnx_parity(reference, written[fmt], image, imgsz, args.batch_size)
             detail = (
                 "class probabilities" if parity.task == "classify"
-                else f"boxes {parity.box_diff:.3g} px, scores {parity.score_diff:.3g}"
+                else f"boxes {parity.box_diff:.3g} px = {parity.box_diff / parity.size:.3g} of {parity.size} px, "
+                f"scores {parity.score_diff:.3g}"
             )
             print(
                 f"ONNX parity on {image.name} {parity.shape}: max abs diff {parity.max_abs_diff:.3g} "
                 f"({detail}), tolerance {tol:.3g}"
             )
             if not parity.ok(tol):
-                raise CLIError(f"ONNX parity failed: max abs diff {parity.max_abs_diff:.3g} > {tol:.3g}")
+                raise CLIError(f"ONNX parity failed: the outputs differ by {parity.diff:.3g} > --parity-tol {tol:.3g} "
+                               f"({detail}); {written[fmt]} was written")
     for fmt, path in written.items():
         print(f"{fmt}: {path}")
     return 0
