@@ -43,7 +43,7 @@ import numpy as np
 from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-from ultralytics.utils import TQDM
+from ultralytics.utils import LOGGER, TQDM
 
 from spd_yolo.atomic import atomic_write
 
@@ -52,6 +52,8 @@ __all__ = (
     "AREA_RANGES",
     "BACKENDS",
     "CocoStats",
+    "SplitGroundTruth",
+    "split_ground_truth",
     "check_backend",
     "category_map",
     "count_objects",
@@ -242,6 +244,65 @@ def find_annotation_file(dataset_root: str | os.PathLike, split_dir_name: str) -
     split = Path(split_dir_name).name
     path = Path(dataset_root) / "annotations" / f"instances_{split}.json"
     return path if path.is_file() else None
+
+
+@dataclass(frozen=True)
+class SplitGroundTruth:
+    """The COCO ground truth of a validation split, as val.py evaluates it (`split_ground_truth`)."""
+
+    gt: dict  # the COCO dataset dict
+    anno: Path | None  # the official annotation file it was read from; None when built from the YOLO labels
+    image_ids: dict[str, int]  # image file of the split -> its GT image id (files the annotation file lacks: absent)
+    categories: dict[int, int]  # model class index -> GT category id
+
+    @property
+    def evaluated(self) -> list[int] | None:
+        """The GT image ids to evaluate: the split's (official file), or None for all of them (built from labels)."""
+        return None if self.anno is None else sorted(set(self.image_ids.values()))
+
+    @property
+    def source(self) -> dict | Path:
+        """What `evaluate` takes: the annotation file (so its output names it), else the dict."""
+        return self.gt if self.anno is None else self.anno
+
+
+def split_ground_truth(labels: list[dict], names: dict[int, str], dataset_root: str | os.PathLike,
+                       anno_json: str | os.PathLike | None = None) -> SplitGroundTruth:
+    """The COCO ground truth of a YOLO validation split (ultralytics' verified labels, in dataset order).
+
+    The official annotation file if given or shipped (``dataset_root/annotations/instances_<image folder>.json``: its
+    crowd regions, mask areas and category ids; images matched by file name, a warning for those it lacks), else the
+    YOLO labels at original image sizes (dataset image i has id i + 1, class c has id c + 1).
+
+    Raises:
+        FileNotFoundError: `anno_json` does not exist. ValueError: no image of the split is in the annotation file.
+    """
+    files = [lb["im_file"] for lb in labels]
+    anno = anno_json or find_annotation_file(dataset_root, Path(files[0]).parent.name)
+    if anno is None:
+        records = []
+        for lb in labels:  # rect validation reorders labels and drops "shape": read the size from the header
+            h, w = lb["shape"] if "shape" in lb else image_size(lb["im_file"])[::-1]
+            records.append(
+                {"file_name": lb["im_file"], "height": h, "width": w, "cls": lb["cls"], "bboxes": lb["bboxes"]}
+            )
+        gt = gt_from_labels(records, names)
+        gt["info"] = {"description": "YOLO labels at original image sizes"}
+        return SplitGroundTruth(gt, None, {f: i + 1 for i, f in enumerate(files)}, {c: c + 1 for c in names})
+    anno = Path(anno)
+    if not anno.is_file():
+        raise FileNotFoundError(f"COCO annotation file {anno} does not exist")
+    gt = json.loads(anno.read_text(encoding="utf-8"))
+    by_name = {Path(im["file_name"]).name: im["id"] for im in gt.get("images", [])}
+    ids = {f: by_name[Path(f).name] for f in files if Path(f).name in by_name}
+    if not ids:
+        raise ValueError(f"{anno}: none of the {len(files)} validation images is in this annotation file")
+    if len(ids) < len(files):
+        missing = next(Path(f).name for f in files if f not in ids)
+        LOGGER.warning(
+            f"{len(files) - len(ids)} validation images are not in {anno} and are not evaluated, e.g. {missing}"
+        )
+    return SplitGroundTruth(gt, anno, ids, category_map(names, gt["categories"]))
 
 
 def category_map(model_names: dict[int, str], gt_categories: list[dict]) -> dict[int, int]:

@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from copy import copy
@@ -90,7 +89,7 @@ class SPDDetectionValidator(DetectionValidator):
         self.coco_stats: coco.CocoStats | None = None
         self.coco_in_training = False  # set from the trainer at each training validation
         self.fitness_stat: str | None = None  # COCO stat used as fitness during training, None: ultralytics' fitness
-        self._gt = None  # (dataset, ground truth, annotation file or None, image ids or None), see coco_ground_truth
+        self._gt = None  # (dataset, its coco.SplitGroundTruth), see coco_ground_truth
         self._json_s = 0.0  # seconds spent turning predictions into COCO results this validation
 
     def __call__(self, trainer=None, model=None, **kwargs):
@@ -157,59 +156,33 @@ class SPDDetectionValidator(DetectionValidator):
 
     def coco_evaluate_predictions(self) -> coco.CocoStats:
         """Map this run's predictions (self.jdict) onto the ground truth and run COCOeval."""
-        gt, anno, image_ids = self.coco_ground_truth()
+        truth = self.coco_ground_truth()
         cls = self._class_of()
-        if anno is not None:  # official file: its crowd regions, areas and category ids; images matched by file name
-            by_name = {Path(im["file_name"]).name: im["id"] for im in gt.get("images", [])}
-            cats = coco.category_map(self.names, gt["categories"])
+        if truth.anno is not None:  # official file: its crowd regions, areas and category ids; images matched by name
+            by_name = {Path(f).name: i for f, i in truth.image_ids.items()}
             dets = [
-                {**d, "image_id": by_name[d["file_name"]], "category_id": cats[cls[d["category_id"]]]}
+                {**d, "image_id": by_name[d["file_name"]], "category_id": truth.categories[cls[d["category_id"]]]}
                 for d in self.jdict
                 if d["file_name"] in by_name
             ]
-            # by path: the output names the file
-            return coco.evaluate(anno, dets, image_ids=image_ids, progress=True, backend=self.coco_backend)
+            evaluated = truth.evaluated
+            return coco.evaluate(truth.source, dets, image_ids=evaluated, progress=True, backend=self.coco_backend)
         # predictions come in the order the images were seen: image k has pred_counts[k] of them; its dataset index is
         # in ultralytics' gathered gdict (all ranks under DDP), else in eval_ids
         seen = [im["id"] for im in self.gdict["images"]] if self.gdict else self.eval_ids or []
         owners = [i + 1 for i, n in zip(seen, self.pred_counts) for _ in range(n)]
         dets = [
-            {**d, "image_id": image_id, "category_id": cls[d["category_id"]] + 1} for d, image_id in zip(self.jdict, owners)
+            {**d, "image_id": image_id, "category_id": cls[d["category_id"]] + 1}
+            for d, image_id in zip(self.jdict, owners)
         ]
-        return coco.evaluate(gt, dets, progress=True, backend=self.coco_backend)
+        return coco.evaluate(truth.source, dets, progress=True, backend=self.coco_backend)
 
-    def coco_ground_truth(self) -> tuple[dict, Path | None, list | None]:
-        """The COCO ground truth of this validation set, built once per dataset: (COCO dict, the official annotation
-        file it was read from or None when built from the YOLO labels, ids of the images to evaluate or None: all)."""
+    def coco_ground_truth(self) -> coco.SplitGroundTruth:
+        """The COCO ground truth of this validation set (`coco.split_ground_truth`), built once per dataset."""
         dataset = self.dataloader.dataset
         if self._gt is None or self._gt[0] is not dataset:
-            self._gt = (dataset, *self._build_ground_truth(dataset))
-        return self._gt[1:]
-
-    def _build_ground_truth(self, dataset) -> tuple[dict, Path | None, list | None]:
-        anno = self.anno_json or coco.find_annotation_file(self.data["path"], Path(dataset.im_files[0]).parent.name)
-        if anno is None:
-            records = []
-            for lb in dataset.labels:  # rect validation reorders labels and drops "shape": read the size from the header
-                h, w = lb["shape"] if "shape" in lb else coco.image_size(lb["im_file"])[::-1]
-                records.append(
-                    {"file_name": lb["im_file"], "height": h, "width": w, "cls": lb["cls"], "bboxes": lb["bboxes"]}
-                )
-            gt = coco.gt_from_labels(records, self.names)  # dataset image i has id i + 1, class c has id c + 1
-            gt["info"] = {"description": "YOLO labels at original image sizes"}
-            return gt, None, None
-        anno = Path(anno)
-        if not anno.is_file():
-            raise FileNotFoundError(f"COCO annotation file {anno} does not exist")
-        gt = json.loads(anno.read_text(encoding="utf-8"))
-        by_name = {Path(im["file_name"]).name: im["id"] for im in gt.get("images", [])}
-        names = [Path(f).name for f in dataset.im_files]
-        missing = [n for n in names if n not in by_name]
-        if len(missing) == len(names):
-            raise ValueError(f"{anno}: none of the {len(names)} validation images is in this annotation file")
-        if missing:
-            LOGGER.warning(f"{len(missing)} validation images are not in {anno} and are not evaluated, e.g. {missing[0]}")
-        return gt, anno, sorted({by_name[n] for n in names if n in by_name})
+            self._gt = (dataset, coco.split_ground_truth(dataset.labels, self.names, self.data["path"], self.anno_json))
+        return self._gt[1]
 
     def _class_of(self) -> dict[int, int]:
         """The category ids ultralytics wrote into jdict (class_map: COCO's 91 ids, else c + 1) -> class index."""
@@ -317,10 +290,10 @@ class SPDDetectionTrainer(FaultTolerantTrainer, DetectionTrainer):
         stat = FITNESS[self.fitness_name]
         if stat is None:
             return
-        gt, anno, image_ids = self.validator.coco_ground_truth()
-        if coco.count_objects(gt, _AREA[stat], image_ids) == 0:
+        truth = self.validator.coco_ground_truth()
+        if coco.count_objects(truth.gt, _AREA[stat], truth.evaluated) == 0:
             size = "" if _AREA[stat] == "all" else "small (area <= 32x32 pixels at the original image size) "
-            where = f"annotation file {anno}" if anno else "the YOLO labels"
+            where = f"annotation file {truth.anno}" if truth.anno else "the YOLO labels"
             raise FitnessError(
                 f"best.pt cannot be selected by COCO {stat}: the validation set ({where}) has no {size}object, so "
                 f"{stat} is undefined; select by {'ap or ' if stat != 'AP' else ''}default instead"

@@ -287,33 +287,6 @@ def _val_dataset(data: dict, split: str, imgsz: int, single_cls: bool):
     return build_yolo_dataset(cfg, data[split], batch=1, data=data, mode="val", stride=32)
 
 
-def _ground_truth(dataset, data: dict, names: dict, anno_json: str | Path | None):
-    """(gt for `coco.evaluate`, {image file: GT image id}, class index -> GT category id, image ids), as the
-    validator (`spd_yolo.engine.SPDDetectionValidator`) chooses it: the official annotation file if given or shipped
-    (``<path>/annotations/instances_<split folder>.json``), else the YOLO labels at original image sizes."""
-    files = list(dataset.im_files)
-    anno = anno_json or coco.find_annotation_file(data["path"], Path(files[0]).parent.name)
-    if anno is not None:
-        anno = Path(anno)
-        gt = json.loads(anno.read_text(encoding="utf-8"))
-        by_name = {Path(im["file_name"]).name: im["id"] for im in gt.get("images", [])}
-        ids = {f: by_name[Path(f).name] for f in files if Path(f).name in by_name}
-        if not ids:
-            raise ValueError(f"{anno}: none of the {len(files)} validation images is in this annotation file")
-        if len(ids) < len(files):
-            missing = next(Path(f).name for f in files if f not in ids)
-            LOGGER.warning(f"{len(files) - len(ids)} validation images are not in {anno} and are not evaluated, "
-                           f"e.g. {missing}")
-        return anno, ids, coco.category_map(names, gt["categories"]), sorted(set(ids.values()))
-    records = []
-    for lb in dataset.labels:
-        h, w = lb["shape"] if "shape" in lb else coco.image_size(lb["im_file"])[::-1]
-        records.append({"file_name": lb["im_file"], "height": h, "width": w, "cls": lb["cls"], "bboxes": lb["bboxes"]})
-    gt = coco.gt_from_labels(records, names)  # dataset image i has id i + 1, class c has id c + 1
-    gt["info"] = {"description": "YOLO labels at original image sizes"}
-    return gt, {f: i + 1 for i, f in enumerate(files)}, {c: c + 1 for c in names}, None
-
-
 def sliced_coco_eval(detector: SlicedDetector, data: str | Path, save_dir: str | Path, split: str = "val",
                      anno_json: str | Path | None = None, single_cls: bool = False, save_txt: bool = False,
                      save_conf: bool = False, progress: bool = True) -> coco.CocoStats:
@@ -329,13 +302,13 @@ def sliced_coco_eval(detector: SlicedDetector, data: str | Path, save_dir: str |
     """
     data = check_det_dataset(str(data), autodownload=False)
     dataset = _val_dataset(data, split, max(detector.imgsz), single_cls)
-    gt, image_ids, categories, evaluated = _ground_truth(dataset, data, detector.names, anno_json)
+    truth = coco.split_ground_truth(dataset.labels, detector.names, data["path"], anno_json)  # as the validator's
     save_dir = Path(save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
     dets = []
     bar = TQDM(dataset.im_files, desc="Sliced validation", unit="image", disable=None if progress else True)
     for f in bar:
-        if f not in image_ids:
+        if f not in truth.image_ids:
             continue
         im = imread(f)
         boxes, n_slices = detector(im)
@@ -344,7 +317,7 @@ def sliced_coco_eval(detector: SlicedDetector, data: str | Path, save_dir: str |
         bar.set_postfix(slices=n_slices, objects=len(boxes))
         for x1, y1, x2, y2, score, c in boxes.tolist():
             dets.append({
-                "image_id": image_ids[f], "file_name": Path(f).name, "category_id": categories[int(c)],
+                "image_id": truth.image_ids[f], "file_name": Path(f).name, "category_id": truth.categories[int(c)],
                 "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)], "score": round(score, 5),
             })
         if save_txt:
@@ -353,8 +326,8 @@ def sliced_coco_eval(detector: SlicedDetector, data: str | Path, save_dir: str |
             labels.unlink(missing_ok=True)
             Results(im, path=f, names=detector.names, boxes=torch.from_numpy(boxes)).save_txt(labels, save_conf)
     atomic_write(save_dir / "predictions.json", json.dumps(dets))
-    result = coco.evaluate(gt, [{k: v for k, v in d.items() if k != "file_name"} for d in dets],
-                           image_ids=evaluated, progress=progress)
+    result = coco.evaluate(truth.source, [{k: v for k, v in d.items() if k != "file_name"} for d in dets],
+                           image_ids=truth.evaluated, progress=progress)
     coco.save_stats(result, save_dir)
     return result
 

@@ -2,7 +2,6 @@
 """The building blocks, one by one: SpaceToDepth, DepthToSpace, SPDConv (plain torch, in every execution mode)."""
 
 import ast
-import io
 
 import numpy as np
 import pytest

@@ -227,7 +227,7 @@ def test_unreachable_stream_urls_are_one_clear_error(serve, monkeypatch, silent_
         f"https://127.0.0.1:{port}/live": "cannot connect (Connection refused)",
         f"rtsp://127.0.0.1:{port}/live": "cannot connect (Connection refused)",
         f"tcp://127.0.0.1:{port}": "cannot connect (Connection refused)",
-        f"tcp://127.0.0.1/live": "expected tcp://HOST:PORT/... (a host and a port)",
+        "tcp://127.0.0.1/live": "expected tcp://HOST:PORT/... (a host and a port)",
         "http://127.0.0.1:port/live": "expected http://HOST:PORT/... (a host and a port)",
         srv.url("/page"): "the server answered with a web page (text/html; charset=utf-8), not a video stream",
     }
