@@ -10,7 +10,7 @@ from ultralytics.nn.modules import Conv
 
 import spd_yolo
 from helpers import one_training_step, run_python, stride2_convs, strided_layers, write_yaml
-from spd_yolo.layers import LAYERS, SPDConv, SPDGroupConv, SpaceToDepth, interleave_phases
+from spd_yolo.layers import LAYERS, SPDConv, SPDGroupConv, SpaceToDepth, interleave_phases, space_to_depth_interleaved
 from spd_yolo.models.configs import load_model_yaml
 from spd_yolo.models.summary import main as summary_main, stock_counterpart
 from spd_yolo.rewrite import rewrite_spd
@@ -108,9 +108,31 @@ def test_equals_a_grouped_6x6_stride2_conv(rng):
     x = torch.randn(2, c1, 16, 24, generator=rng)
     ref = F.conv2d(x, w6, stride=2, padding=2, groups=g)
     with torch.no_grad():
-        got = m.conv.conv(interleave_phases(m.spd(x), 4))
+        got = m.conv.conv(space_to_depth_interleaved(x, 2))  # what forward runs before its BN and activation
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
     assert got.shape == (2, c2, 8, 12)
+
+
+@pytest.mark.parametrize("s", [2, 3])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_one_copy_interleave_equals_spd_then_interleave(s, channels_last, rng):
+    """The layer's single permute gives exactly SpaceToDepth followed by interleave_phases, and the same gradient."""
+    x = torch.randn(2, 5, 6 * s, 4 * s, generator=rng)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    got, ref = space_to_depth_interleaved(a, s), interleave_phases(SpaceToDepth(s)(b), s * s)
+    assert torch.equal(got, ref) and got.shape == (2, 5 * s * s, 6, 4)
+    g = torch.randn(got.shape, generator=rng)
+    got.backward(g)
+    ref.backward(g)
+    assert torch.equal(a.grad, b.grad)
+
+
+def test_odd_input_names_the_group_conv_layer():
+    model = spd_yolo.build_model("yolov8n-SPD-lite", nc=2)
+    with pytest.raises(spd_yolo.SPDSizeError, match=r"SpaceToDepth\(s=2\) at model layer 1 cannot split a 33x32"):
+        model.model[1](torch.zeros(1, 16, 33, 32))
 
 
 def test_bad_channels_name_the_layer(tmp_path):

@@ -7,7 +7,7 @@ them with ultralytics) and, where the project is missing, names a module only th
 
 from spd_yolo.layers.resnet import ResNetBasicBlock, ResNetBottleneck, ResNetStage, ResNetStem, full_res_conv_as_spd
 from spd_yolo.layers.space_to_depth import DepthToSpace, SPDConv, SpaceToDepth, depth_to_space, space_to_depth
-from spd_yolo.layers.spd_group_conv import SPDGroupConv, interleave_phases
+from spd_yolo.layers.spd_group_conv import SPDGroupConv, interleave_phases, space_to_depth_interleaved
 
 __all__ = (
     "space_to_depth",
@@ -16,6 +16,7 @@ __all__ = (
     "DepthToSpace",
     "SPDConv",
     "interleave_phases",
+    "space_to_depth_interleaved",
     "SPDGroupConv",
     "full_res_conv_as_spd",
     "ResNetStem",

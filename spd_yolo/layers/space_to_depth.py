@@ -68,10 +68,15 @@ class SpaceToDepth(_BlockLayer):
         s (int): Block size (down-sampling factor). H and W must be divisible by it.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply space-to-depth; raise `SPDSizeError` naming this layer if H or W is not divisible by s."""
+    def check(self, x: torch.Tensor) -> None:
+        """Raise `SPDSizeError` naming this layer if x is not 4-D or H or W is not divisible by s (skipped while
+        tracing, scripting or compiling)."""
         if _checking():
             _check_divisible(self, x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply space-to-depth; raise `SPDSizeError` naming this layer if H or W is not divisible by s."""
+        self.check(x)
         return space_to_depth(x, self.s)
 
 

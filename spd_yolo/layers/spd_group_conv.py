@@ -26,13 +26,21 @@ from ultralytics.nn.modules.conv import Conv
 
 from spd_yolo.layers.space_to_depth import SpaceToDepth
 
-__all__ = ("interleave_phases", "SPDGroupConv")
+__all__ = ("interleave_phases", "space_to_depth_interleaved", "SPDGroupConv")
 
 
 def interleave_phases(x: torch.Tensor, n: int) -> torch.Tensor:
     """Block-major SPD output (B, n*C, H, W) (block p: phase p of all C channels) -> channel-major (c*n + p)."""
     b, c4, h, w = x.shape
     return x.reshape(b, n, c4 // n, h, w).transpose(1, 2).reshape(b, c4, h, w)
+
+
+def space_to_depth_interleaved(x: torch.Tensor, s: int = 2) -> torch.Tensor:
+    """(B, C, H, W) -> (B, s*s*C, H/s, W/s), channel-major: channel c*s*s + p is phase p (in `SpaceToDepth`'s order)
+    of input channel c. Equal to ``interleave_phases(space_to_depth(x, s), s*s)`` in one copy instead of two."""
+    b, c, h, w = x.shape
+    # (B, C, h, i, w, j) -> (B, C, j, i, h, w): the input channel outermost, then SpaceToDepth's phase order
+    return x.reshape(b, c, h // s, s, w // s, s).permute(0, 1, 5, 3, 2, 4).reshape(b, s * s * c, h // s, w // s)
 
 
 class SPDGroupConv(nn.Module):
@@ -64,5 +72,6 @@ class SPDGroupConv(nn.Module):
         self.conv = Conv(c1 * s * s, c2, k, 1, p, g, d, act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Space-to-depth, phase interleave, grouped convolution."""
-        return self.conv(interleave_phases(self.spd(x), self.spd.s**2))
+        """Space-to-depth with the phases interleaved (one copy), grouped convolution."""
+        self.spd.check(x)
+        return self.conv(space_to_depth_interleaved(x, self.spd.s))
