@@ -22,7 +22,7 @@ for AP_S and AP. The rule: "no difference shown" unless |mean of the paired diff
 (so a tie, such as 0.0 ± 0.0, shows none); otherwise "higher" or "lower"; "1 seed: no spread" with one seed. It is a
 deliberately plain screen, not a significance test. Also plots AP_S against resolution (sliced dashed).
 
-    .venv/bin/python benchmarks/bench_small_objects.py                      # demo data, 3 seeds, CPU: ~70 min (below)
+    .venv/bin/python benchmarks/bench_small_objects.py                      # demo data, 3 seeds, CPU: 51 min (below)
     .venv/bin/python benchmarks/bench_small_objects.py --variants stock spd --no-slice-eval   # the former run: ~30 min
     .venv/bin/python benchmarks/bench_small_objects.py --quick              # smoke test: stock, SPD, 1 seed (~1 min)
     .venv/bin/python benchmarks/bench_small_objects.py --data my.yaml --pair yolov5s --device 0 --epochs 100 \\
@@ -30,9 +30,8 @@ deliberately plain screen, not a significance test. Also plots AP_S against reso
 
 The default run: pair yolov5n (variants stock, spd, spd-p2, stock-compute; no spd-lite for yolov5), seeds 0 1 2,
 12 epochs at 256 px on the demo data (stock-compute: 19 epochs), each model evaluated at 256, 128, 64 px plain and
-sliced. On 2 idle CPU cores that is about 70 min, 2.5x the former stock-vs-SPD run (~27 min for 3 seeds):
-stock ~17 s per epoch at 256 px (from that run), SPD-P2 1.75x stock (one epoch of each, side by side), stock-compute
-19 epochs, and the 24 evaluations per seed ~3 min. On a loaded machine expect up to twice as long.
+sliced: 51 min on 2 CPU cores (measured, the machine partly shared; results in docs/benchmarks.md). On a loaded
+machine expect up to twice as long.
 
 VisDrone on a GPU (data from ``python -m spd_yolo.data.convert visdrone SRC datasets/visdrone``), all five variants:
 
