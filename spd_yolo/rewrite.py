@@ -10,9 +10,15 @@ stem is to ``Focus``: output block ``s*j + i`` of SPD holds ``x[..., i::s, j::s]
 and zero padding of the SPD output by p is zero padding of the input by s*p. The rewrite is exact in real
 arithmetic; in floating point only the summation order changes (outputs agree to rounding).
 
+With the phases interleaved (channel ``c*s*s + s*j + i``, as `SPDGroupConv` orders them) the same holds per group, so
+a grouped convolution stays grouped: ``W'[o, c, s*a + i, s*b + j] = W[o, c*s*s + s*j + i, a, b]`` (c counted within
+the group).
+
 What is rewritten (`rewrite_spd`):
 - every ``SPDConv`` (SPD then ultralytics ``Conv``) becomes that ``Conv`` with the strided kernel: all strided
   layers of yolov8-SPD / yolo11-SPD, and the stem of yolov5-SPD;
+- every ``SPDGroupConv`` likewise becomes its ``Conv`` with a grouped strided kernel (6x6 stride 2 for a 3x3): the
+  strided layers of the ``-lite`` models;
 - a ``SpaceToDepth`` layer of an ultralytics model whose output only the next layer reads, when that layer is a
   ``Conv`` or a ``C3`` / ``C2f`` (whose input convolutions then take the strided kernel) and the SPD layer becomes
   an identity: the four backbone SPD layers of yolov5-SPD. The two neck SPD layers of yolov5-SPD feed a ``Concat``
@@ -33,37 +39,45 @@ import torch.nn as nn
 from ultralytics.nn.modules.block import C2f, C3
 from ultralytics.nn.modules.conv import Conv
 
-from spd_yolo.layers import SPDConv, SpaceToDepth
+from spd_yolo.layers import SPDConv, SPDGroupConv, SpaceToDepth
 
 __all__ = ("strided_equivalent", "can_rewrite_conv", "rewrite_spd")
 
 
-def can_rewrite_conv(conv: nn.Module, s: int) -> bool:
-    """Whether SPD(s) followed by `conv` (an nn.Conv2d) has an exact single-convolution equivalent."""
+def can_rewrite_conv(conv: nn.Module, s: int, interleaved: bool = False) -> bool:
+    """Whether SPD(s) followed by `conv` (an nn.Conv2d) has an exact single-convolution equivalent (grouped convs:
+    only after interleaved phases, where every group sees all phases of its channels)."""
     return (
         type(conv) is nn.Conv2d
         and conv.stride == (1, 1)
         and conv.dilation == (1, 1)
-        and conv.groups == 1
+        and (conv.groups == 1 or interleaved)
         and conv.padding_mode == "zeros"
         and not isinstance(conv.padding, str)
-        and conv.in_channels % (s * s) == 0
+        and conv.in_channels % (s * s * conv.groups) == 0
     )
 
 
-def strided_equivalent(conv: nn.Conv2d, s: int = 2) -> nn.Conv2d:
-    """The (s*kh, s*kw) stride-s convolution equal to ``conv(space_to_depth(x, s))``.
+def strided_equivalent(conv: nn.Conv2d, s: int = 2, interleaved: bool = False) -> nn.Conv2d:
+    """The (s*kh, s*kw) stride-s convolution equal to ``conv(space_to_depth(x, s))`` (with `interleaved`:
+    ``conv(space_to_depth_interleaved(x, s))``, groups kept).
 
-    conv: weight (c2, s*s*c1, kh, kw), stride 1, padding (ph, pw) -> weight (c2, c1, s*kh, s*kw), padding (s*ph, s*pw).
+    conv: weight (c2, s*s*c1/g, kh, kw), stride 1, padding (ph, pw) -> weight (c2, c1/g, s*kh, s*kw), stride s,
+    padding (s*ph, s*pw), g groups.
     """
-    if not can_rewrite_conv(conv, s):
+    if not can_rewrite_conv(conv, s, interleaved):
         raise ValueError(f"no exact strided equivalent of SPD(s={s}) followed by {conv}")
     c2, c4, kh, kw = conv.weight.shape
-    c1 = c4 // (s * s)
-    # input channel (s*j + i)*c1 + c, tap (a, b) -> channel c, tap (s*a + i, s*b + j)
-    w = conv.weight.detach().reshape(c2, s, s, c1, kh, kw).permute(0, 3, 4, 2, 5, 1).reshape(c2, c1, s * kh, s * kw)
+    c1 = c4 // (s * s)  # input channels per group of the strided conv
+    w = conv.weight.detach()
+    if interleaved:  # input channel c*s*s + s*j + i, tap (a, b) -> channel c, tap (s*a + i, s*b + j)
+        w = w.reshape(c2, c1, s, s, kh, kw).permute(0, 1, 4, 3, 5, 2)
+    else:  # input channel (s*j + i)*c1 + c, tap (a, b) -> channel c, tap (s*a + i, s*b + j)
+        w = w.reshape(c2, s, s, c1, kh, kw).permute(0, 3, 4, 2, 5, 1)
+    w = w.reshape(c2, c1, s * kh, s * kw)
     ph, pw = conv.padding
-    out = nn.Conv2d(c1, c2, (s * kh, s * kw), s, (s * ph, s * pw), bias=conv.bias is not None)
+    out = nn.Conv2d(c1 * conv.groups, c2, (s * kh, s * kw), s, (s * ph, s * pw), groups=conv.groups,
+                    bias=conv.bias is not None)
     out = out.to(device=conv.weight.device, dtype=conv.weight.dtype)
     with torch.no_grad():
         out.weight.copy_(w)
@@ -83,12 +97,13 @@ def _layer_attrs(src: nn.Module, dst: nn.Module, type_name: str) -> nn.Module:
     return dst
 
 
-def _rewrite_spdconv(m: SPDConv) -> nn.Module | None:
-    """SPDConv -> its Conv with the strided kernel (BN and activation kept as they are); None if not exact."""
-    s = m.spd.s
-    if not can_rewrite_conv(m.conv.conv, s):
+def _rewrite_spdconv(m: SPDConv | SPDGroupConv) -> nn.Module | None:
+    """SPDConv / SPDGroupConv -> its Conv with the strided kernel (BN and activation kept as they are); None if not
+    exact."""
+    s, interleaved = m.spd.s, isinstance(m, SPDGroupConv)
+    if not can_rewrite_conv(m.conv.conv, s, interleaved):
         return None
-    m.conv.conv = strided_equivalent(m.conv.conv, s)
+    m.conv.conv = strided_equivalent(m.conv.conv, s, interleaved)
     return _layer_attrs(m, m.conv, f"{Conv.__module__}.Conv")
 
 
@@ -118,15 +133,16 @@ def _fold_spd_layer(layers: nn.Sequential, i: int, save: set) -> bool:
 
 
 def _replace_spdconvs(root: nn.Module) -> list[str]:
-    """Replace every SPDConv below `root` (any nesting) in place; names of those replaced."""
+    """Replace every SPDConv and SPDGroupConv below `root` (any nesting) in place; names of those replaced."""
     done = []
     for name, child in list(root.named_children()):
-        if isinstance(child, SPDConv):
+        if isinstance(child, (SPDConv, SPDGroupConv)):
             new = _rewrite_spdconv(child)
             if new is not None:
                 setattr(root, name, new)
                 kh, kw = new.conv.kernel_size
-                done.append(f"SPDConv {name}: {kh}x{kw} stride-{child.spd.s} conv")
+                groups = f" {new.conv.groups}-group" if new.conv.groups > 1 else ""
+                done.append(f"{type(child).__name__} {name}: {kh}x{kw} stride-{child.spd.s}{groups} conv")
                 continue
         done += [f"{name}.{d}" for d in _replace_spdconvs(child)]
     return done

@@ -163,15 +163,21 @@ def test_one_training_step():
     assert all(changed)
 
 
-def test_rewrite_leaves_group_convs_and_keeps_outputs(rng):
-    """The inference rewrite turns the SPD + 1x1 stem into a 2x2 stride-2 conv and leaves SPDGroupConv alone."""
+def test_rewrite_folds_the_stem_and_every_group_conv_and_keeps_outputs(rng):
+    """The inference rewrite turns the SPD + 1x1 stem into a 2x2 stride-2 conv and each SPDGroupConv into a 6x6
+    stride-2 conv with 4 groups: no SPD left, the stock model's weight count, the same outputs (fused and not)."""
     model = spd_yolo.build_model("yolo11n-SPD-lite", nc=3).eval()
-    fast, done = rewrite_spd(model)
-    assert done == ["model.SPDConv 0: 2x2 stride-2 conv"]
-    assert type(fast.model[0]) is Conv and sum(isinstance(m, SPDGroupConv) for m in fast.modules()) == 6
     x = torch.rand(1, 3, 64, 96, generator=rng)
-    with torch.no_grad():
-        torch.testing.assert_close(fast(x)[0], model(x)[0], rtol=1e-4, atol=1e-4)
+    for m in (model, spd_yolo.build_model("yolo11n-SPD-lite", nc=3).fuse().eval()):
+        fast, done = rewrite_spd(m)
+        group_rows = [i for i, layer in enumerate(m.model) if isinstance(layer, SPDGroupConv)]
+        assert done == ["model.SPDConv 0: 2x2 stride-2 conv"] + [
+            f"model.SPDGroupConv {i}: 6x6 stride-2 4-group conv" for i in group_rows]
+        assert len(group_rows) == 6 and all(type(fast.model[i]) is Conv for i in [0, *group_rows])
+        assert not any(isinstance(layer, (SpaceToDepth, SPDGroupConv)) for layer in fast.modules())
+        assert sum(p.numel() for p in fast.parameters()) == sum(p.numel() for p in m.parameters())
+        with torch.no_grad():
+            torch.testing.assert_close(fast(x)[0], m(x)[0], rtol=1e-4, atol=1e-4)
 
 
 def test_safe_loading_allows_the_layer():

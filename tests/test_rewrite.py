@@ -26,6 +26,22 @@ def test_strided_equivalent_is_the_same_function(s, k, p, bias, rng):
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("s", [2, 3])
+@pytest.mark.parametrize("g", [1, 2, 4])
+def test_strided_equivalent_of_interleaved_phases_keeps_the_groups(s, g, rng):
+    """After the phases are interleaved (SPDGroupConv), a g-group conv is a g-group strided conv; the reference is the
+    slicing SPD followed by the interleave written out as an index."""
+    c1, c2, k = 4, 8, 3
+    conv = nn.Conv2d(s * s * c1, c2, k, 1, 1, groups=g).double()
+    x = torch.randn(2, c1, 4 * s, 5 * s, dtype=torch.float64, generator=rng)
+    blocks = slicing_space_to_depth(x, s)  # channel p*c1 + c: phase p of channel c
+    interleaved = blocks[:, [p * c1 + c for c in range(c1) for p in range(s * s)]]  # channel c*s*s + p
+    new = strided_equivalent(conv, s, interleaved=True)
+    assert (new.groups, new.kernel_size, new.stride, new.padding) == (g, (s * k, s * k), (s, s), (s, s))
+    assert can_rewrite_conv(conv, s, interleaved=True) and (g == 1) == can_rewrite_conv(conv, s)
+    torch.testing.assert_close(new(x), conv(interleaved), rtol=1e-12, atol=1e-12)
+
+
 def test_stem_is_yolov5s_6x6_conv(rng):
     """SPD then a 3x3 'same' conv (p=1) is a 6x6 stride-2 conv with padding 2 on the image, as YOLOv5's stem."""
     conv = nn.Conv2d(12, 16, 3, 1, 1, bias=False)
