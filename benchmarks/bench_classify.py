@@ -166,7 +166,7 @@ def accuracy_table(results: dict, args) -> str:
                 name, common.spread([x["top1"] for x in r]), common.spread([x["top5"] for x in r]),
                 " ".join(f"{100 * x['top1']:.1f}" for x in r),
                 f"{statistics.fmean(x['train_s'] for x in r):.0f}",
-                common.spread(diffs) if name == spd else "",
+                common.spread(diffs, signed=True) if name == spd else "",
             ])
     return common.markdown_table(
         ["model", "top-1 % (mean ± std)", "top-5 %", "top-1 % per seed", "train s/run", "top-1 SPD - stock (pp)"],

@@ -102,7 +102,7 @@ def _paired(a: dict, b: dict, metric: str) -> list[float]:
 
 
 def _diff_row(label: str, size, mode: str, a: dict, b: dict) -> list:
-    return [label, size, mode, *(spread(_paired(a, b, m)) for m in METRICS),
+    return [label, size, mode, *(spread(_paired(a, b, m), signed=True) for m in METRICS),
             *(verdict(_paired(a, b, m)) for m in VERDICT_METRICS)]
 
 

@@ -109,12 +109,14 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
-def spread(values: Sequence[float]) -> str:
-    """'12.3 ± 0.4' in percent (mean ± sample std over seeds) of fractions; '-' when there is no value."""
+def spread(values: Sequence[float], signed: bool = False) -> str:
+    """'12.3 ± 0.4' in percent (mean ± sample std over seeds) of fractions ('+2.2 ± 2.4' with `signed`, for
+    differences); '-' when there is no value."""
     if not values:
         return "-"
     mean = 100 * statistics.fmean(values)
-    return f"{mean:.1f} ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else f"{mean:.1f}"
+    text = f"{mean:+.1f}" if signed else f"{mean:.1f}"
+    return f"{text} ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else text
 
 
 def ratio_of_medians_and_median_ratio(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:

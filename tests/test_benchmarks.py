@@ -173,9 +173,9 @@ def test_small_object_table_sliced_block_and_verdicts():
     rows = bench.table_rows(plain, ["s", "v"], [64], sliced)
     assert [r[0] for r in rows] == ["s", "v", "v - stock", "s", "v", "v - stock", "s, sliced - plain"]
     assert [r[2] for r in rows] == ["plain"] * 3 + ["sliced"] * 3 + [""]
-    assert rows[2][3] == "25.0 ± 7.1" and rows[2][-1] == "higher"  # +20, +30: mean beyond the spread
+    assert rows[2][3] == "+25.0 ± 7.1" and rows[2][-1] == "higher"  # +20, +30: mean beyond the spread
     assert rows[5][3] == "-10.0 ± 0.0" and rows[5][-1] == "lower"
-    assert rows[6][3] == "15.0 ± 7.1" and rows[6][-1] == "higher"  # slicing alone: +10, +20
+    assert rows[6][3] == "+15.0 ± 7.1" and rows[6][-1] == "higher"  # slicing alone: +10, +20
     assert bench.verdict([0.0, 0.0]) == bench.verdict([0.1, -0.1]) == "no difference shown"  # ties show none
     assert bench.verdict([0.05]) == "1 seed: no spread" and bench.verdict([]) == "-"
 
