@@ -45,7 +45,8 @@ SKIPPABLE = ("onnx", "train", "memory", "unfused", "rewrite")
 def parse_args(argv: list[str] | None = None):
     parser = common.base_parser(__doc__)
     parser.add_argument("--models", nargs="+", default=None, metavar="NAME",
-                        help=f"SPD models, each against its stock counterpart (default: {' '.join(DEFAULT_MODELS)})")
+                        help="SPD models (also -SPD-lite, -SPD-p2), each against its stock counterpart "
+                        f"(default: {' '.join(DEFAULT_MODELS)})")
     parser.add_argument("--imgsz", type=int, default=None, help="latency input size (default 640; --quick 160)")
     parser.add_argument("--train-imgsz", type=int, default=None, help="training input size (default 320; --quick 128)")
     parser.add_argument("--train-batch", type=int, default=None, help="training batch size (default 8; --quick 2)")
@@ -56,7 +57,7 @@ def parse_args(argv: list[str] | None = None):
     common.check_common(parser, args)
     from spd_yolo import available_models
 
-    known = [m for m in available_models() if m.startswith("yolo") and m.endswith("-SPD")]  # detectors
+    known = [m for m in available_models() if m.startswith("yolo") and m.endswith(("-SPD", "-SPD-lite", "-SPD-p2"))]
     args.models = args.models or (["yolov5n-SPD"] if args.quick else list(DEFAULT_MODELS))
     common.check_names(parser, "--models", args.models, known)
     if args.memory_probe is not None:
