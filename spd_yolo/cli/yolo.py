@@ -17,10 +17,9 @@ ultralytics' own `ultralytics.cfg.entrypoint`; nothing of it is copied. We exten
    duration of the call the attribute ``ultralytics.YOLO`` is `EntrypointYOLO` (then the lazy attribute is restored).
    `EntrypointYOLO` is `spd_yolo.YOLO` (our names, weights-only files, checkpoint errors, and a ``task_map`` that gives
    `SPDDetectionTrainer` / `SPDDetectionValidator` for detect and `SPDClassificationTrainer` /
-   `SPDClassificationValidator` for classify) with the model-name check of point 1. This is
-   the one place where the model is made, so it is the smallest hook: ``Model.train(trainer=...)`` cannot be reached
-   from outside the entrypoint, and patching ``task_map`` of ultralytics' own class would change every ``YOLO`` in
-   the process. RT-DETR, SAM, FastSAM and NAS names keep ultralytics' classes.
+   `SPDClassificationValidator` for classify) with the model-name check of point 1. This is the one place where the
+   model is made, so it is the smallest hook: ``Model.train(trainer=...)`` cannot be reached from outside the
+   entrypoint, and patching ``task_map`` of ultralytics' own class would change every ``YOLO`` in the process. RT-DETR, SAM, FastSAM and NAS names keep ultralytics' classes.
 3. ``info``, which this ultralytics version has no mode for: ``spd-yolo info model=NAME [detailed=True]
    [imgsz=640]`` prints the layers, parameters, gradients and GFLOPs of a model (`Model.info`).
 
@@ -89,8 +88,8 @@ def usage() -> str:
 
 class EntrypointYOLO(YOLO):
     """`spd_yolo.YOLO` (SPD-YOLO's engine classes for detect and classify): the model class ultralytics' CLI
-    entrypoint builds under ``spd-yolo``. Its model name is checked by
-    `check_model_name`, also when the entrypoint chose it (``yolo26n.pt`` for a TASK without ``model=``)."""
+    entrypoint builds under ``spd-yolo``. Its model name is checked by `check_model_name`, also when the entrypoint
+    chose it (``yolo26n.pt`` for a TASK without ``model=``)."""
 
     def __init__(self, model: str | Path = "yolov5n-SPD.yaml", task: str | None = None, verbose: bool = False):
         super().__init__(check_model_name(str(model)) if isinstance(model, (str, Path)) else model, task, verbose)
