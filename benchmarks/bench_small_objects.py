@@ -13,6 +13,7 @@ Variants (--variants; default: every one the pair has, in this order):
   stock          the stock model (e.g. yolov5n)
   spd            its SPD counterpart (yolov5n-SPD)
   spd-p2         the SPD model with a P2 (stride 4) head (yolov5n-SPD-p2)
+  stock-p2       the stock model with the same P2 head (yolov5n-p2): separates what P2 gives from what SPD gives
   spd-lite       the SPD model of stock cost (yolov8n-SPD-lite; yolov8 and yolo11 only)
   stock-compute  the stock model trained for as much compute as SPD: epochs x GFLOPs(SPD)/GFLOPs(stock) at the
                  training size, rounded (row "yolov5n (x1.56 epochs)"), so "SPD wins" is not "SPD computed more"
@@ -25,15 +26,16 @@ deliberately plain screen, not a significance test. Also plots AP_S against reso
     .venv/bin/python benchmarks/bench_small_objects.py                      # demo data, 3 seeds, CPU: 51 min (below)
     .venv/bin/python benchmarks/bench_small_objects.py --variants stock spd --no-slice-eval   # the former run: ~30 min
     .venv/bin/python benchmarks/bench_small_objects.py --quick              # smoke test: stock, SPD, 1 seed (~1 min)
+    .venv/bin/python benchmarks/bench_small_objects.py --reuse              # resume, or add a variant / seed
     .venv/bin/python benchmarks/bench_small_objects.py --data my.yaml --pair yolov5s --device 0 --epochs 100 \\
         --train-imgsz 640 --eval-imgsz 640 320 160                          # any data YAML, on a GPU
 
-The default run: pair yolov5n (variants stock, spd, spd-p2, stock-compute; no spd-lite for yolov5), seeds 0 1 2,
-12 epochs at 256 px on the demo data (stock-compute: 19 epochs), each model evaluated at 256, 128, 64 px plain and
-sliced: 51 min on 2 CPU cores (measured, the machine partly shared; results in docs/benchmarks.md). On a loaded
-machine expect up to twice as long.
+The default run: pair yolov5n (variants stock, spd, spd-p2, stock-p2, stock-compute; no spd-lite for yolov5), seeds
+0 1 2, 12 epochs at 256 px on the demo data (stock-compute: 19 epochs), each model evaluated at 256, 128, 64 px plain
+and sliced: 51 min on 2 CPU cores without stock-p2 (measured, the machine partly shared; results in
+docs/benchmarks.md). On a loaded machine expect up to twice as long.
 
-VisDrone on a GPU (data from ``python -m spd_yolo.data.convert visdrone SRC datasets/visdrone``), all five variants:
+VisDrone on a GPU (data from ``python -m spd_yolo.data.convert visdrone SRC datasets/visdrone``), all six variants:
 
     python benchmarks/bench_small_objects.py --data datasets/visdrone/data.yaml --pair yolov8n --device 0 \\
         --epochs 100 --train-imgsz 640 --eval-imgsz 640 320 --seeds 0 1 2 --out runs/bench-small/visdrone.json
@@ -42,6 +44,7 @@ VisDrone on a GPU (data from ``python -m spd_yolo.data.convert visdrone SRC data
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -54,14 +57,17 @@ PAIRS = {"yolov5n": ("yolov5n.yaml", "yolov5n-SPD"), "yolov5s": ("yolov5s.yaml",
          "yolo11n": ("yolo11n.yaml", "yolo11n-SPD"), "yolov8n": ("yolov8n.yaml", "yolov8n-SPD")}
 METRICS = ("AP_S", "AP_M", "AP_L", "AP", "AP50")
 VERDICT_METRICS = ("AP_S", "AP")
-VARIANTS = ("stock", "spd", "spd-p2", "spd-lite", "stock-compute")
+VARIANTS = ("stock", "spd", "spd-p2", "stock-p2", "spd-lite", "stock-compute")
 NO_DIFFERENCE = "no difference shown"
+EVAL_RECORD = "bench_eval.json"  # in each evaluation folder: what it was made from (`eval_record`), for --reuse
 
 
 def variant_cfg(pair: str, variant: str) -> str:
-    """The model a variant trains: stock and stock-compute the pair's stock YAML, the others an SPD model name."""
+    """The model a variant trains: stock and stock-compute the pair's stock YAML, stock-p2 its P2 YAML (ultralytics'
+    yolov8-p2 or our yolov5-p2 / yolo11-p2 baselines), the others an SPD model name."""
     stock, spd = PAIRS[pair]
-    cfgs = {"stock": stock, "stock-compute": stock, "spd": spd, "spd-p2": f"{spd}-p2", "spd-lite": f"{spd}-lite"}
+    cfgs = {"stock": stock, "stock-compute": stock, "stock-p2": f"{Path(stock).stem}-p2.yaml", "spd": spd,
+            "spd-p2": f"{spd}-p2", "spd-lite": f"{spd}-lite"}
     return cfgs[variant]
 
 
@@ -77,6 +83,32 @@ def compute_matched_epochs(epochs: int, spd_gflops: float, stock_gflops: float) 
     """(epochs, ratio): the stock epochs of the compute of `epochs` SPD epochs, round(epochs x SPD/stock), >= 1."""
     ratio = spd_gflops / stock_gflops
     return max(1, round(epochs * ratio)), ratio
+
+
+def finished_run(run: Path, settings: dict) -> bool:
+    """Whether `run` (a train.py run folder) holds a finished training with these settings (--reuse): weights/best.pt,
+    one results.csv row per epoch, and an args.yaml that agrees on every key of `settings` (model by name, data by
+    resolved path)."""
+    args_file, csv_file = run / "args.yaml", run / "results.csv"
+    if not ((run / "weights" / "best.pt").is_file() and args_file.is_file() and csv_file.is_file()):
+        return False
+    import yaml
+
+    saved = yaml.safe_load(args_file.read_text())
+    want = dict(settings)
+    if Path(str(saved.get("model"))).stem != Path(str(want.pop("model"))).stem:
+        return False
+    if Path(str(saved.get("data"))).resolve() != Path(str(want.pop("data"))).resolve():
+        return False
+    rows = len(csv_file.read_text().splitlines()) - 1
+    return rows == settings["epochs"] and all(saved.get(k) == v for k, v in want.items())
+
+
+def eval_record(best: Path, data: Path, size: int, overlap: float | None) -> dict:
+    """What an evaluation folder was made from, saved beside its COCO metrics (EVAL_RECORD) for --reuse: the weights
+    (path and modification time), the data, the size and the slice overlap (None: plain)."""
+    return {"weights": str(best.resolve()), "weights_mtime_ns": best.stat().st_mtime_ns,
+            "data": str(Path(data).resolve()), "imgsz": size, "slice_overlap": overlap}
 
 
 def compute_label(stock_cfg: str, ratio: float) -> str:
@@ -187,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="dataloader workers")
     parser.add_argument("--device", default="cpu", help="'cpu' or a CUDA index")
     parser.add_argument("--project", type=Path, default=Path("runs/bench-small"), help="where runs and the plot go")
+    parser.add_argument("--reuse", action="store_true",
+                        help="reuse trainings and evaluations already in --project that were made with the same "
+                        "settings (an interrupted run resumes; an added variant or seed trains only itself)")
     args = parser.parse_args(argv)
     check_common(parser, args)
     if args.pair not in PAIRS:
@@ -251,25 +286,39 @@ def main(argv: list[str] | None = None) -> int:
     labels = [label for label, _, _ in runs.values()]
     results = {lab: {s: {m: [] for m in METRICS} for s in args.eval_imgsz} for lab in labels}
     sliced = {lab: {s: {m: [] for m in METRICS} for s in slice_sizes} for lab in labels}
+    reused = 0
     for seed in args.seeds:
         for label, cfg, epochs in runs.values():
             name = f"{Path(cfg).stem}{'' if epochs == args.epochs else f'-{epochs}ep'}-seed{seed}"
-            train.main([
-                "--cfg", cfg, "--data", str(data), "--hyp", str(hyp), "--epochs", str(epochs),
-                "--img", str(args.train_imgsz), "--batch-size", str(args.batch_size), "--workers", str(args.workers),
-                "--device", args.device, "--seed", str(seed), "--project", str(project / "train"), "--name", name,
-                "--exist-ok", "--noplots",
-            ])
-            best = project / "train" / name / "weights" / "best.pt"
+            run = project / "train" / name
+            settings = {"model": cfg, "data": data, "epochs": epochs, "imgsz": args.train_imgsz,
+                        "batch": args.batch_size, "seed": seed, **DEMO_HYP}
+            if args.reuse and finished_run(run, settings):
+                print(f"reusing the training in {run}")
+                reused += 1
+            else:
+                train.main([
+                    "--cfg", cfg, "--data", str(data), "--hyp", str(hyp), "--epochs", str(epochs),
+                    "--img", str(args.train_imgsz), "--batch-size", str(args.batch_size), "--workers",
+                    str(args.workers), "--device", args.device, "--seed", str(seed),
+                    "--project", str(project / "train"), "--name", name, "--exist-ok", "--noplots",
+                ])
+            best = run / "weights" / "best.pt"
             for size in args.eval_imgsz:
                 for mode, store in (("plain", results), ("sliced", sliced)):
                     if mode == "sliced" and size not in slice_sizes:
                         continue
                     folder = project / "val" / f"{name}-{size}{'-sliced' if mode == 'sliced' else ''}"
-                    extra = ["--slice", "--slice-overlap", str(args.slice_overlap)] if mode == "sliced" else []
-                    val.main(["--weights", str(best), "--data", str(data), "--img", str(size), "--device",
-                              args.device, "--project", str(folder.parent), "--name", folder.name, "--exist-ok",
-                              *extra])
+                    record = eval_record(best, data, size, args.slice_overlap if mode == "sliced" else None)
+                    if args.reuse and (folder / EVAL_RECORD).is_file() and json.loads(
+                            (folder / EVAL_RECORD).read_text()) == record and (folder / "coco_metrics.json").is_file():
+                        reused += 1
+                    else:
+                        extra = ["--slice", "--slice-overlap", str(args.slice_overlap)] if mode == "sliced" else []
+                        val.main(["--weights", str(best), "--data", str(data), "--img", str(size), "--device",
+                                  args.device, "--project", str(folder.parent), "--name", folder.name, "--exist-ok",
+                                  *extra])
+                        (folder / EVAL_RECORD).write_text(json.dumps(record))
                     stats = coco.load_stats(folder)
                     for m in METRICS:
                         store[label][size][m].append(stats.values[m])
@@ -284,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     text = (f"{environment_lines(env)}\ndata: {data}; seeds {args.seeds}; trained at {args.train_imgsz} px "
             f"(GFLOPs at that size): {trained}\nsliced evaluation (val --slice, overlap {args.slice_overlap:g}) at: "
             f"{', '.join(map(str, slice_sizes)) or 'none'}; mean ± std over seeds, differences paired by seed; "
-            f"verdict: '{NO_DIFFERENCE}' unless |mean diff| > std of the paired diffs\n\n{table}\n\nplot: {plot_path}")
+            f"verdict: '{NO_DIFFERENCE}' unless |mean diff| > std of the paired diffs"
+            f"{f'; {reused} trainings/evaluations reused (--reuse)' if reused else ''}\n\n{table}\n\nplot: {plot_path}")
     print(text)
     write_results(args.out, {
         "environment": env, "args": {k: str(v) for k, v in vars(args).items()},
@@ -292,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         "sliced": sliced if slice_sizes else {},  # the same for val --slice, at the sizes sliced
         "runs": {v: {"label": label, "cfg": cfg, "epochs": epochs, "gflops": gflops[v]}
                  for v, (label, cfg, epochs) in runs.items()},
+        "reused": reused,  # trainings and evaluations taken from --project (--reuse) instead of run again
     }, text)
     return 0
 

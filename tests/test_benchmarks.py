@@ -4,6 +4,7 @@ result files written atomically, and every script's --quick run finishing with a
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from helpers import REPO
+from spd_yolo import build_model
 
 
 def _bench_module(name: str):
@@ -189,9 +191,11 @@ def test_small_object_compute_matched_epochs():
     assert bench.compute_matched_epochs(10, 1.0, 1.0) == (10, 1.0)
     assert bench.compute_label("yolov5n.yaml", 1.5604) == "yolov5n (x1.56 epochs)"
     assert [bench.variant_cfg("yolov8n", v) for v in bench.VARIANTS] == [
-        "yolov8n.yaml", "yolov8n-SPD", "yolov8n-SPD-p2", "yolov8n-SPD-lite", "yolov8n.yaml"]
-    assert bench.available_variants("yolov5n") == ["stock", "spd", "spd-p2", "stock-compute"]  # no yolov5 lite
+        "yolov8n.yaml", "yolov8n-SPD", "yolov8n-SPD-p2", "yolov8n-p2.yaml", "yolov8n-SPD-lite", "yolov8n.yaml"]
+    assert bench.available_variants("yolov5n") == ["stock", "spd", "spd-p2", "stock-p2", "stock-compute"]  # no lite
     assert bench.available_variants("yolov8n") == list(bench.VARIANTS)
+    for pair in bench.PAIRS:  # the stock P2 control exists for every pair (ultralytics' yolov8-p2, our yolov5/11-p2)
+        assert build_model(bench.variant_cfg(pair, "stock-p2"), nc=2).stride.tolist() == [4, 8, 16, 32], pair
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -245,13 +249,44 @@ def test_quick_gpu_benchmark_on_cpu(tmp_path):
 
 
 def test_quick_small_object_benchmark(tmp_path):
-    data = _quick("bench_small_objects", tmp_path, "--project", "runs")
-    assert set(data["results"]) == {"yolov5n", "yolov5n-SPD"}
+    data = _quick("bench_small_objects", tmp_path, "--project", "runs", "--reuse")  # nothing to reuse yet
+    assert set(data["results"]) == {"yolov5n", "yolov5n-SPD"} and data["reused"] == 0
     assert set(data["results"]["yolov5n"]) == {"64", "32"}  # plain evaluation at both sizes, one seed
     assert list(data["sliced"]["yolov5n-SPD"]) == ["32"]  # val --slice at the smallest size
     assert all(len(v) == 1 for v in data["sliced"]["yolov5n-SPD"]["32"].values())
     assert data["runs"]["spd"]["gflops"] > data["runs"]["stock"]["gflops"] > 0
     assert list((tmp_path / "runs").glob("ap_s_vs_resolution_*.png"))
+
+    # --reuse with the stock P2 model added: only it trains and is evaluated; the rest is read back unchanged
+    stock_best = tmp_path / "runs/train/yolov5n-seed0/weights/best.pt"
+    mtime = stock_best.stat().st_mtime_ns
+    again = _quick("bench_small_objects", tmp_path, "--project", "runs", "--reuse", "--variants", "spd", "stock-p2")
+    assert list(again["results"]) == ["yolov5n", "yolov5n-SPD", "yolov5n-p2"] and again["runs"]["stock-p2"]
+    assert again["reused"] == 2 + 2 * 3  # stock's and SPD's trainings and their 3 evaluations (64, 32, 32 sliced)
+    assert {k: again["results"][k] for k in data["results"]} == data["results"]
+    assert stock_best.stat().st_mtime_ns == mtime
+
+
+def test_reuse_needs_the_same_training_settings_and_weights(tmp_path):
+    bench = _bench_module("bench_small_objects")
+    run = tmp_path / "run"
+    (run / "weights").mkdir(parents=True)
+    (run / "weights/best.pt").write_bytes(b"x")
+    (run / "results.csv").write_text("epoch,loss\n1,0.5\n2,0.4\n")
+    data = tmp_path / "d.yaml"
+    (run / "args.yaml").write_text(f"model: /x/yaml_configs/yolov5n-SPD.yaml\ndata: {data}\nepochs: 2\nseed: 0\n"
+                                   "scale: 0.3\n")
+    same = {"model": "yolov5n-SPD", "data": data, "epochs": 2, "seed": 0, "scale": 0.3}
+    assert bench.finished_run(run, same)
+    for changed in ({"model": "yolov5n"}, {"data": tmp_path / "e.yaml"}, {"seed": 1}, {"scale": 0.5}, {"epochs": 3}):
+        assert not bench.finished_run(run, {**same, **changed}), changed
+    (run / "results.csv").write_text("epoch,loss\n1,0.5\n")  # interrupted after one of two epochs
+    assert not bench.finished_run(run, same)
+    record = bench.eval_record(run / "weights/best.pt", data, 64, None)
+    assert record == bench.eval_record(run / "weights/best.pt", data, 64, None) != bench.eval_record(
+        run / "weights/best.pt", data, 64, 0.2)
+    os.utime(run / "weights/best.pt", ns=(1, 1))  # retrained weights: their evaluations are stale
+    assert bench.eval_record(run / "weights/best.pt", data, 64, None) != record
 
 
 def test_quick_classification_benchmark(tmp_path):
