@@ -23,7 +23,7 @@ for AP_S and AP. The rule: "no difference shown" unless |mean of the paired diff
 (so a tie, such as 0.0 ± 0.0, shows none); otherwise "higher" or "lower"; "1 seed: no spread" with one seed. It is a
 deliberately plain screen, not a significance test. Also plots AP_S against resolution (sliced dashed).
 
-    .venv/bin/python benchmarks/bench_small_objects.py                      # demo data, 3 seeds, CPU: 51 min (below)
+    .venv/bin/python benchmarks/bench_small_objects.py                      # demo data, 3 seeds, CPU: ~65 min (below)
     .venv/bin/python benchmarks/bench_small_objects.py --variants stock spd --no-slice-eval   # the former run: ~30 min
     .venv/bin/python benchmarks/bench_small_objects.py --quick              # smoke test: stock, SPD, 1 seed (~1 min)
     .venv/bin/python benchmarks/bench_small_objects.py --reuse              # resume, or add a variant / seed
@@ -32,8 +32,8 @@ deliberately plain screen, not a significance test. Also plots AP_S against reso
 
 The default run: pair yolov5n (variants stock, spd, spd-p2, stock-p2, stock-compute; no spd-lite for yolov5), seeds
 0 1 2, 12 epochs at 256 px on the demo data (stock-compute: 19 epochs), each model evaluated at 256, 128, 64 px plain
-and sliced: 51 min on 2 CPU cores without stock-p2 (measured, the machine partly shared; results in
-docs/benchmarks.md). On a loaded machine expect up to twice as long.
+and sliced: 51 min on 2 CPU cores without stock-p2, then 18 min to add it with --reuse (measured, the machine partly
+shared; results in docs/benchmarks.md), so ~65 min in one go. On a loaded machine expect up to twice as long.
 
 VisDrone on a GPU (data from ``python -m spd_yolo.data.convert visdrone SRC datasets/visdrone``), all six variants:
 
@@ -161,21 +161,22 @@ def table_rows(results: dict, labels: list[str], eval_sizes: list[int], sliced: 
 
 
 def plot(results: dict, eval_sizes: list[int], path: Path, sliced: dict | None = None) -> None:
-    """AP_S (mean ± std over seeds) against evaluation size, one line per model (sliced evaluation dashed)."""
+    """AP_S (mean ± std over seeds) against evaluation size, one colour per model (sliced evaluation dashed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    curves = [(label, per_size, "-") for label, per_size in results.items()]
-    curves += [(f"{label}, sliced", per_size, "--") for label, per_size in (sliced or {}).items()]
-    for label, per_size, style in curves:
+    colour = {label: f"C{i}" for i, label in enumerate(results)}
+    curves = [(label, label, per_size, "-") for label, per_size in results.items()]
+    curves += [(f"{label}, sliced", label, per_size, "--") for label, per_size in (sliced or {}).items()]
+    for label, model, per_size, style in curves:
         sizes = [s for s in eval_sizes if s in per_size]
         values = [[v for v in per_size[s]["AP_S"] if v >= 0] or [0.0] for s in sizes]
         means = [100 * statistics.fmean(v) for v in values]
         stds = [100 * statistics.stdev(v) if len(v) > 1 else 0 for v in values]
-        ax.errorbar(sizes, means, yerr=stds, marker="o", capsize=3, linestyle=style, label=label)
+        ax.errorbar(sizes, means, yerr=stds, marker="o", capsize=3, linestyle=style, color=colour[model], label=label)
     ax.set_xlabel("evaluation input size (px)")
     ax.set_ylabel("AP_S (%)")
     ax.set_xticks(eval_sizes)
