@@ -14,10 +14,11 @@ ours, the stock parser builds the whole model, and the surrogate layers are then
 - ``ResNetStem [c2, k, spd]`` and ``ResNetStage [c2, n, s, bottleneck, spd]`` (the classification ResNets for small
   inputs) -> ``Conv [c2]`` as SPDConv; built as ``ResNetStem(ch[f], c2, ...)`` / ``ResNetStage(ch[f], c2, ...)``.
 
-Stock YAMLs never reach that path and build exactly as without the plugin. `register()` patches three points of
+Stock YAMLs never reach that path and build exactly as without the plugin. `register()` patches four points of
 ultralytics and is idempotent: ``tasks.parse_model`` (wrapped), ``torch_utils.get_flops`` (input channels taken from
-the model YAML instead of the first weight, which an SPD stem makes 4x too large) and torch's safe-globals
-allow-list (so ``ULTRALYTICS_SAFE_LOAD=1`` loads our checkpoints). `apply_settings()` makes an ultralytics that was
+the model YAML instead of the first weight, which an SPD stem makes 4x too large), ``yaml_model_load`` (wrapped: the
+scale is taken off the file name, not the whole path, see `yaml_model_load`) and torch's safe-globals allow-list (so
+``ULTRALYTICS_SAFE_LOAD=1`` loads our checkpoints). `apply_settings()` makes an ultralytics that was
 imported before us follow ``YOLO_OFFLINE`` / ``YOLO_AUTOINSTALL`` as the environment now says (ultralytics reads them
 once, at its import).
 
@@ -27,9 +28,11 @@ Dependencies: this module imports the layers (`spd_yolo.layers`) and ultralytics
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -48,6 +51,7 @@ __all__ = (
     "apply_settings",
     "parse_model",
     "get_flops",
+    "yaml_model_load",
     "check_model_dict",
 )
 
@@ -393,6 +397,26 @@ def get_flops(model, imgsz=640):
         return 0.0
 
 
+_SCALED_NAME = re.compile(r"(\d+)([nslmx])(.+)?$")  # ultralytics' rule: yolov5s-SPD.yaml -> yolov5-SPD.yaml, scale s
+
+
+def yaml_model_load(path):
+    """ultralytics' `yaml_model_load`, with a scaled name's family file found from the file name alone.
+
+    ultralytics maps ``yolov5n-SPD.yaml`` to ``yolov5-SPD.yaml`` with a regex over the whole path string, so any folder
+    with a digit followed by n, s, m, l or x in the path (``/tmp/env.4mTV/``, ``/home/me/2nd/``) breaks every scaled
+    name in it, our installed ones included. When `path` names no file but its family file exists beside it, that file
+    is loaded and the scale and ``yaml_file`` are set as ultralytics sets them; anything else goes to ultralytics.
+    """
+    p = Path(path)
+    family = p.with_name(_SCALED_NAME.sub(r"\1\3", p.name))
+    if p.parent != Path(".") and family != p and not p.is_file() and family.is_file():
+        d = _STOCK["yaml_model_load"](family)
+        d["scale"], d["yaml_file"] = tasks.guess_model_scale(p), str(p)
+        return d
+    return _STOCK["yaml_model_load"](path)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Registration.
 
@@ -437,5 +461,11 @@ def register() -> None:
         if torch_utils.get_flops is not get_flops:
             _STOCK["get_flops"] = torch_utils.get_flops
             torch_utils.get_flops = get_flops
+        if tasks.yaml_model_load is not yaml_model_load:
+            _STOCK["yaml_model_load"] = tasks.yaml_model_load
+            tasks.yaml_model_load = yaml_model_load  # modules importing it from now on get ours
+        for name, module in list(sys.modules.items()):  # those that imported it already (ultralytics.engine.model)
+            if name.startswith("ultralytics") and getattr(module, "yaml_model_load", None) is _STOCK["yaml_model_load"]:
+                module.yaml_model_load = yaml_model_load
         # ULTRALYTICS_SAFE_LOAD=1 unpickles with weights_only=True against an allow-list: add our layers to it.
         torch.serialization.add_safe_globals(list(layers.LAYERS))

@@ -207,8 +207,37 @@ def test_registration_is_idempotent():
         registry.register()
     assert tasks.parse_model is registry.parse_model
     assert torch_utils.get_flops is registry.get_flops
+    assert tasks.yaml_model_load is registry.yaml_model_load
     assert registry._STOCK["parse_model"] is stock and stock.__module__ == "ultralytics.nn.tasks"
+    assert registry._STOCK["yaml_model_load"].__module__ == "ultralytics.nn.tasks"
     assert sum(isinstance(m, SPDConv) for m in spd_yolo.build_model("yolov5n-SPD").modules()) == 1
+
+
+@pytest.mark.parametrize("folder", ["env.4mTVlf", "2nd project"])
+def test_scaled_names_load_from_a_folder_whose_path_has_digit_and_scale_letter(folder, tmp_path):
+    """ultralytics turns yolov5n-SPD.yaml into its family file with a regex over the whole path, so a folder named like
+    mktemp's 'env.4mTVlf' (4, then m) broke every scaled name of an installation inside it (a wheel-smoke run failed
+    so). Here: the family YAMLs copied into such a folder, loaded and built by scaled name, also through YOLO, in a
+    fresh process (as a user who installed there); the stock loader fails on the same path."""
+    import shutil
+    from ultralytics.nn import tasks
+
+    root = tmp_path / folder / "configs"
+    root.mkdir(parents=True)
+    for family in ("yolov5-SPD.yaml", "yolo11-SPD.yaml"):
+        shutil.copy(spd_yolo.CONFIG_DIR / family, root / family)
+    with pytest.raises(FileNotFoundError):
+        registry._STOCK["yaml_model_load"](root / "yolov5s-SPD.yaml")
+    d = tasks.yaml_model_load(root / "yolov5s-SPD.yaml")
+    assert d["scale"] == "s" and d["yaml_file"] == str(root / "yolov5s-SPD.yaml") and "backbone" in d
+    model = spd_yolo.build_model(str(root / "yolo11m-SPD.yaml"), nc=3)
+    assert model.yaml["scale"] == "m" and model.stride.tolist() == [8.0, 16.0, 32.0]
+    code = (f"import spd_yolo\nm = spd_yolo.YOLO({str(root / 'yolov5n-SPD.yaml')!r})\n"
+            "print(m.model.yaml['scale'], sum(p.numel() for p in m.model.parameters()))")
+    out = run_python(code, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    scale, params = out.stdout.split()
+    assert scale == "n" and int(params) == sum(p.numel() for p in spd_yolo.build_model("yolov5n-SPD").parameters())
 
 
 def test_bare_names_resolve_from_any_directory(tmp_path):
