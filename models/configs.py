@@ -20,7 +20,7 @@ from ultralytics.nn import tasks
 from ultralytics.nn.modules import Classify, Detect
 
 from spd_yolo.errors import SPDConfigError, SPDSizeError
-from spd_yolo.models.registry import check_model_dict
+from spd_yolo.models.registry import SCALED_NAME, check_model_dict
 
 __all__ = (
     "CONFIG_DIR",
@@ -37,7 +37,6 @@ __all__ = (
 
 # yaml_configs/ beside models/ in the source tree; installed, both live inside the spd_yolo package (pyproject).
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "yaml_configs"
-_SCALED = re.compile(r"(\d+)([nslmx])(.+)?$")  # ultralytics' rule: yolov5s-SPD -> yolov5-SPD, scale s
 
 
 @lru_cache(maxsize=None)
@@ -92,7 +91,7 @@ def resolve_model_cfg(model: str | Path) -> str:
     if path.exists() or path.suffix not in ("", ".yaml", ".yml"):
         return text  # a real file, or a checkpoint/export to be handled by ultralytics
     stem = path.stem if path.suffix else path.name
-    unified = _SCALED.sub(r"\1\3", stem)
+    unified = SCALED_NAME.sub(r"\1\3", stem)
     family = CONFIG_DIR / f"{unified}.yaml"
     if family.is_file() and (stem == unified or stem in _yaml_names("detect") + _yaml_names("classify")):
         return str(CONFIG_DIR / f"{stem}.yaml")

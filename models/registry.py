@@ -397,7 +397,7 @@ def get_flops(model, imgsz=640):
         return 0.0
 
 
-_SCALED_NAME = re.compile(r"(\d+)([nslmx])(.+)?$")  # ultralytics' rule: yolov5s-SPD.yaml -> yolov5-SPD.yaml, scale s
+SCALED_NAME = re.compile(r"(\d+)([nslmx])(.+)?$")  # ultralytics' rule: yolov5s-SPD.yaml -> yolov5-SPD.yaml, scale s
 
 
 def yaml_model_load(path):
@@ -409,7 +409,7 @@ def yaml_model_load(path):
     is loaded and the scale and ``yaml_file`` are set as ultralytics sets them; anything else goes to ultralytics.
     """
     p = Path(path)
-    family = p.with_name(_SCALED_NAME.sub(r"\1\3", p.name))
+    family = p.with_name(SCALED_NAME.sub(r"\1\3", p.name))
     if p.parent != Path(".") and family != p and not p.is_file() and family.is_file():
         d = _STOCK["yaml_model_load"](family)
         d["scale"], d["yaml_file"] = tasks.guess_model_scale(p), str(p)
