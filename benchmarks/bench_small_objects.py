@@ -111,6 +111,12 @@ def eval_record(best: Path, data: Path, size: int, overlap: float | None) -> dic
             "data": str(Path(data).resolve()), "imgsz": size, "slice_overlap": overlap}
 
 
+def finished_eval(folder: Path, record: dict) -> bool:
+    """Whether `folder` holds an evaluation made from `record` (--reuse): its COCO metrics and an equal EVAL_RECORD."""
+    saved = folder / EVAL_RECORD
+    return (folder / "coco_metrics.json").is_file() and saved.is_file() and json.loads(saved.read_text()) == record
+
+
 def compute_label(stock_cfg: str, ratio: float) -> str:
     """'yolov5n (x1.56 epochs)': the row of the compute-matched stock model."""
     return f"{Path(stock_cfg).stem} (x{ratio:.2f} epochs)"
@@ -311,8 +317,7 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     folder = project / "val" / f"{name}-{size}{'-sliced' if mode == 'sliced' else ''}"
                     record = eval_record(best, data, size, args.slice_overlap if mode == "sliced" else None)
-                    if args.reuse and (folder / EVAL_RECORD).is_file() and json.loads(
-                            (folder / EVAL_RECORD).read_text()) == record and (folder / "coco_metrics.json").is_file():
+                    if args.reuse and finished_eval(folder, record):
                         reused += 1
                     else:
                         extra = ["--slice", "--slice-overlap", str(args.slice_overlap)] if mode == "sliced" else []
