@@ -58,8 +58,9 @@ def _yaml_names(task: str) -> tuple[str, ...]:
 def available_models(task: str | None = "detect") -> tuple[str, ...]:
     """Every model name we ship for `task`.
 
-    'detect' (default): the SPD detectors, ('yolov5n-SPD', 'yolov5n-SPD-p2', ..., 'yolo11x-SPD-p2'), one per family
-    YAML and scale (the stock-cost ``-SPD-lite`` ones for yolov8 and yolo11); the stock P2 baselines are
+    'detect' (default): the SPD detectors, ('yolov5n-SPD', ..., 'yolov5x-SPD-p2', ..., 'yolo26x-SPD-p2'), one per
+    family YAML and scale, families in version order (yolov5, yolov8, yolo11, yolo26), each family's files by name
+    (the stock-cost ``-SPD-lite`` ones for yolov8, yolo11 and yolo26); the stock P2 baselines are
     `baseline_models()`. 'classify': the ResNets for small inputs,
     ('resnet18', 'resnet18-SPD', 'resnet50', 'resnet50-SPD') (stock ones included: they are ours, the CIFAR-style
     baselines). None: both, detectors first.
@@ -73,7 +74,8 @@ def available_models(task: str | None = "detect") -> tuple[str, ...]:
 
 def baseline_models() -> tuple[str, ...]:
     """The stock detectors we ship because ultralytics has none: baselines of SPD models ('yolov5n-p2', ...,
-    'yolo11x-p2'). They resolve by bare name like ours; `yolov8n-p2` and other stock names stay ultralytics'."""
+    'yolo11x-p2'). They resolve by bare name like ours; `yolov8n-p2`, `yolo26n-p2` and other stock names stay
+    ultralytics'."""
     return tuple(n for n in _yaml_names("detect") if "-SPD" not in n)
 
 

@@ -7,6 +7,7 @@ Usage:
     python -m spd_yolo.models.summary yolov5s-SPD yolov5s.yaml --imgsz 320
     python -m spd_yolo.models.summary yolov8n-SPD-p2 yolov5n-SPD-p2       # P2 models beside yolov8n-p2, yolov5n-p2
     python -m spd_yolo.models.summary yolov8n-SPD-lite yolo11n-SPD-lite   # stock-cost SPD beside yolov8n, yolo11n
+    python -m spd_yolo.models.summary yolo26n-SPD yolo26n-SPD-p2          # beside ultralytics' yolo26n, yolo26n-p2
     python -m spd_yolo.models.summary resnet18-SPD --imgsz 32 64 --nc 200
 """
 
@@ -47,9 +48,9 @@ def model_stats(model, name: str = "", imgsz: int = 640) -> ModelStats:
 
 
 def stock_counterpart(name: str) -> str:
-    """'yolov5s-SPD' -> 'yolov5s.yaml', 'yolov8s-SPD-p2' -> 'yolov8s-p2.yaml', 'yolov8s-SPD-lite' -> 'yolov8s.yaml':
-    the stock model the SPD one modifies, ultralytics' YAML or, where it has none (yolov5s-p2, yolo11s-p2), our
-    baseline (`build_model` finds both)."""
+    """'yolov5s-SPD' -> 'yolov5s.yaml', 'yolov8s-SPD-p2' -> 'yolov8s-p2.yaml', 'yolov8s-SPD-lite' -> 'yolov8s.yaml',
+    'yolo26s-SPD-p2' -> 'yolo26s-p2.yaml': the stock model the SPD one modifies, ultralytics' YAML or, where it has
+    none (yolov5s-p2, yolo11s-p2), our baseline (`build_model` finds both)."""
     return re.sub(r"-SPD(-lite)?(?=-|$)", "", re.sub(r"\.ya?ml$", "", name), count=1) + ".yaml"
 
 

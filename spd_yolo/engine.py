@@ -36,6 +36,7 @@ from spd_yolo import coco
 from spd_yolo.atomic import AtomicPath, atomic_torch_saves, atomic_write
 from spd_yolo.data.folders import check_classification_folders
 from spd_yolo.errors import FitnessError
+from spd_yolo.upgrade import DEFAULT_FINETUNE, FINETUNE_RULES, RECORD_KEY, FinetuneRule, load_pretrained
 from spd_yolo.weights import save_weights_only
 
 __all__ = (
@@ -43,6 +44,7 @@ __all__ = (
     "COCO_TIME_COLUMN",
     "FITNESS",
     "FITNESS_KEY",
+    "FINETUNE_KEY",
     "FaultTolerantTrainer",
     "SPDDetectionTrainer",
     "SPDDetectionValidator",
@@ -60,6 +62,9 @@ COCO_COLUMNS = {k: f"metrics/coco_{k}" for k in ("AP", "AP_S", "AP_M", "AP_L")}
 (no ground-truth object of that size in the validation set) or not measured (an epoch without validation)."""
 COCO_TIME_COLUMN = "time/coco_eval_s"
 """results.csv column: seconds the epoch's validation spent on COCO metrics (predictions to COCO form + pycocotools)."""
+FINETUNE_KEY = "spd_finetune"
+"""Checkpoint key of a run that started from an exact SPD upgrade: the fine-tuning rule it used (name, optimizer, hold,
+hold_epochs; see `spd_yolo.upgrade.FINETUNE_RULES`)."""
 FITNESS_KEY = "spd_fitness"
 """Checkpoint key recording the selection: name (a FITNESS key), column (results.csv column or None for default),
 coco_metrics, best_value and best_epoch (1-based, as in results.csv) of the best epoch so far; for best.pt its own."""
@@ -244,24 +249,81 @@ class SPDDetectionTrainer(FaultTolerantTrainer, DetectionTrainer):
 
     fitness_name: str = "default"  # a FITNESS key: what best.pt (and early stopping) maximises
     coco_metrics: bool = False  # each epoch's validation also computes the COCO metrics (COCO_COLUMNS)
+    finetune_rule: str = DEFAULT_FINETUNE  # a FINETUNE_RULES key, for training that starts from an exact SPD upgrade
 
     @classmethod
-    def configured(cls, fitness: str = "default", coco_metrics: bool = False) -> type[SPDDetectionTrainer]:
-        """This trainer class recording COCO metrics each epoch (``coco_metrics``, implied by a COCO fitness) and
-        choosing best.pt by ``fitness`` (a `FITNESS` key). A subclass, so that ultralytics' DDP workers, which rebuild
-        the trainer from its pickled class, get the same settings."""
+    def configured(cls, fitness: str = "default", coco_metrics: bool = False,
+                   finetune: str = DEFAULT_FINETUNE) -> type[SPDDetectionTrainer]:
+        """This trainer class recording COCO metrics each epoch (``coco_metrics``, implied by a COCO fitness),
+        choosing best.pt by ``fitness`` (a `FITNESS` key) and fine-tuning an exact SPD upgrade by the rule
+        ``finetune`` (a `FINETUNE_RULES` key). A subclass, so that ultralytics' DDP workers, which rebuild the trainer
+        from its pickled class, get the same settings."""
         if fitness not in FITNESS:
             raise FitnessError(f"fitness must be one of {', '.join(FITNESS)}, got {fitness!r}")
+        if finetune not in FINETUNE_RULES:
+            raise ValueError(f"fine-tuning rule must be one of {', '.join(FINETUNE_RULES)}, got {finetune!r}")
         coco_metrics = bool(coco_metrics or FITNESS[fitness])
-        if (fitness, coco_metrics) == (cls.fitness_name, cls.coco_metrics):
+        if (fitness, coco_metrics, finetune) == (cls.fitness_name, cls.coco_metrics, cls.finetune_rule):
             return cls
-        name = f"{cls.__name__}[fitness={fitness}, coco_metrics={coco_metrics}]"
-        attrs = {"fitness_name": fitness, "coco_metrics": coco_metrics, "__module__": cls.__module__}
+        name = f"{cls.__name__}[fitness={fitness}, coco_metrics={coco_metrics}, finetune={finetune}]"
+        attrs = {"fitness_name": fitness, "coco_metrics": coco_metrics, "finetune_rule": finetune,
+                 "__module__": cls.__module__}
         return type(cls)(name, (cls,), attrs)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.best_epoch = None  # 1-based epoch of best_fitness, as recorded in the checkpoints (FITNESS_KEY)
+        self._finetune = None  # (rule record, [(parameter, keep mask)]) when training starts from an SPD upgrade
+
+    def get_model(self, cfg=None, weights=None, verbose=True):
+        """Stock model; pretrained weights go through `spd_yolo.upgrade.load_pretrained`: the exact SPD upgrade first
+        when this model is their stock model's SPD twin, then ultralytics' transfer."""
+        model = super().get_model(cfg=cfg, weights=None, verbose=verbose)
+        if weights:
+            load_pretrained(model, weights)
+        return model
+
+    def build_optimizer(self, model, name="auto", lr=0.001, momentum=0.9, decay=1e-5, iterations=1e5):
+        """Stock; for a model fresh from an exact SPD upgrade, the fine-tuning rule (`finetune_rule`) first: its
+        optimizer replaces ``auto``, and its zero-started weights are held at zero for its first epochs."""
+        rule = self._start_finetune(unwrap_model(model))
+        if rule is not None and str(name).lower() == "auto" and rule["optimizer"] != "auto":
+            name = self.args.optimizer = rule["optimizer"]
+            lr = self.args.lr0
+        return super().build_optimizer(model, name=name, lr=lr, momentum=momentum, decay=decay, iterations=iterations)
+
+    def _start_finetune(self, model) -> dict | None:
+        """The fine-tuning rule of this run, recorded in the model's upgrade record (`RECORD_KEY`): the configured
+        one for a model fresh from an upgrade, the run's own on resume, None otherwise (a model already fine-tuned)."""
+        record = getattr(model, RECORD_KEY, None)
+        if not isinstance(record, dict) or not record.get("new_weights"):
+            return None
+        rule = record.get("finetune")
+        if rule is None:
+            spec: FinetuneRule = FINETUNE_RULES[self.finetune_rule]
+            rule = record["finetune"] = {"name": self.finetune_rule, "optimizer": spec.optimizer, "hold": spec.hold,
+                                         "hold_epochs": spec.hold_epochs(self.epochs)}
+            LOGGER.info(
+                f"SPD upgrade fine-tuning rule '{rule['name']}': optimizer {spec.optimizer} (unless named), the "
+                f"{len(record['new_weights'])} re-indexed weights' zero-started taps held at zero for "
+                f"{rule['hold_epochs']} of {self.epochs} epochs (train.py --upgrade-rule to change)"
+            )
+        elif not self.resume:
+            return None
+        params = dict(model.named_parameters())
+        held = [(params[k], (~m).to(params[k].device, params[k].dtype)) for k, m in record["new_weights"].items()
+                if k in params and rule["hold_epochs"] > 0]
+        self._finetune = (rule, held)
+        return rule
+
+    def optimizer_step(self):
+        """Stock, with the held zero-started weights of an SPD upgrade given no gradient (so they stay zero under
+        SGD, Adam and weight decay alike) until the rule's hold ends."""
+        if self._finetune is not None and self.epoch < self._finetune[0]["hold_epochs"]:
+            for param, keep in self._finetune[1]:
+                if param.grad is not None:
+                    param.grad.mul_(keep)
+        super().optimizer_step()
 
     def get_validator(self):
         """Return an SPDDetectionValidator (stock metrics during training, plus COCO metrics with coco_metrics; the
@@ -320,7 +382,10 @@ class SPDDetectionTrainer(FaultTolerantTrainer, DetectionTrainer):
             "best_value": None if self.best_fitness is None else float(self.best_fitness),
             "best_epoch": self.best_epoch,
         }
-        with _checkpoint_extras({FITNESS_KEY: record}):
+        extras = {FITNESS_KEY: record}
+        if self._finetune is not None:
+            extras[FINETUNE_KEY] = dict(self._finetune[0])
+        with _checkpoint_extras(extras):
             return super().save_model()
 
     def final_eval(self):

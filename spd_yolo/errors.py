@@ -14,6 +14,7 @@ __all__ = (
     "ClassificationDataError",
     "ConversionError",
     "FitnessError",
+    "UpgradeError",
 )
 
 
@@ -56,3 +57,10 @@ class FitnessError(SPDError, ValueError):
     """A training fitness that cannot select best.pt: an unknown name, or a COCO stat that is undefined on the
     validation set (AP_S with no small object, AP with no object). Raised by `spd_yolo.engine.SPDDetectionTrainer`
     before the first epoch; names the fitness, the stat and where the ground truth came from."""
+
+
+class UpgradeError(SPDError, ValueError):
+    """A stock checkpoint that cannot be upgraded exactly to an SPD model (`spd_yolo.upgrade`): not a detection model,
+    already an SPD model, a fused model, a target that is not its SPD twin (another family, scale or head, or a
+    ``-lite`` model), an output that exists, or outputs that differ after the upgrade. Names the file and, where one is
+    to blame, the layer."""

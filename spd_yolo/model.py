@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch.nn as nn
 from ultralytics import YOLO as _YOLO
+from ultralytics.nn.tasks import load_checkpoint
 
 from spd_yolo.checkpoint import checkpoint_errors
 from spd_yolo.engine import (
@@ -16,6 +18,7 @@ from spd_yolo.engine import (
     SPDDetectionValidator,
 )
 from spd_yolo.models.configs import build_errors, load_model_yaml, probe_forward, resolve_model_cfg
+from spd_yolo.upgrade import RECORD_KEY, has_spd, prepare_pretrained
 from spd_yolo.weights import load_weights_only
 
 __all__ = ("YOLO", "SPD_ENGINE")
@@ -61,3 +64,19 @@ class YOLO(_YOLO):
         self.overrides = self.model.args = self._reset_ckpt_args(self.model.args)
         self.ckpt_path = self.model_name = str(weights)
         self.overrides.update(model=str(weights), task=self.task)
+
+    def load(self, weights: str | Path | dict | nn.Module = "yolo26n.pt") -> YOLO:
+        """ultralytics' `load` (name-and-shape transfer); when this model is the SPD twin of the stock checkpoint, the
+        exact SPD upgrade comes first (`spd_yolo.upgrade.prepare_pretrained`) and ``model.spd_upgrade`` records it."""
+        self._check_is_pytorch_model()
+        source = weights
+        if isinstance(weights, (str, Path)) and has_spd(self.model):
+            with checkpoint_errors(weights):
+                source, _ = load_checkpoint(weights)
+        if not isinstance(source, nn.Module):
+            return super().load(weights)
+        source, record = prepare_pretrained(self.model, source)
+        super().load(source)
+        if isinstance(record, dict):
+            setattr(self.model, RECORD_KEY, record)
+        return self

@@ -16,7 +16,7 @@ the group).
 
 What is rewritten (`rewrite_spd`):
 - every ``SPDConv`` (SPD then ultralytics ``Conv``) becomes that ``Conv`` with the strided kernel: all strided
-  layers of yolov8-SPD / yolo11-SPD, and the stem of yolov5-SPD;
+  layers of yolov8-SPD / yolo11-SPD / yolo26-SPD, and the stem of yolov5-SPD;
 - every ``SPDGroupConv`` likewise becomes its ``Conv`` with a grouped strided kernel (6x6 stride 2 for a 3x3): the
   strided layers of the ``-lite`` models;
 - a ``SpaceToDepth`` layer of an ultralytics model whose output only the next layer reads, when that layer is a
@@ -41,7 +41,7 @@ from ultralytics.nn.modules.conv import Conv
 
 from spd_yolo.layers import SPDConv, SPDGroupConv, SpaceToDepth
 
-__all__ = ("strided_equivalent", "can_rewrite_conv", "rewrite_spd")
+__all__ = ("strided_equivalent", "can_rewrite_conv", "input_convs", "rewrite_spd")
 
 
 def can_rewrite_conv(conv: nn.Module, s: int, interleaved: bool = False) -> bool:
@@ -107,7 +107,7 @@ def _rewrite_spdconv(m: SPDConv | SPDGroupConv) -> nn.Module | None:
     return _layer_attrs(m, m.conv, f"{Conv.__module__}.Conv")
 
 
-def _input_convs(layer: nn.Module) -> list[Conv] | None:
+def input_convs(layer: nn.Module) -> list[Conv] | None:
     """The Conv modules that read `layer`'s input directly, for the layer types whose forward we know."""
     if type(layer) is Conv or (isinstance(layer, Conv) and type(layer).forward is Conv.forward):
         return [layer]
@@ -123,7 +123,7 @@ def _fold_spd_layer(layers: nn.Sequential, i: int, save: set) -> bool:
     spd, nxt = layers[i], layers[i + 1] if i + 1 < len(layers) else None
     if nxt is None or i in save or getattr(nxt, "f", None) != -1:
         return False
-    convs = _input_convs(nxt)
+    convs = input_convs(nxt)
     if not convs or not all(isinstance(c, Conv) and can_rewrite_conv(c.conv, spd.s) for c in convs):
         return False
     for c in convs:

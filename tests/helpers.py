@@ -103,3 +103,9 @@ def one_training_step(model: nn.Module, boxes: list, watch: tuple = ()) -> tuple
     before = [w.detach().clone() for w in watch]
     torch.optim.SGD(model.parameters(), lr=0.01).step()
     return loss, [not torch.equal(b, w) for b, w in zip(before, watch)]
+
+
+def detect_feats(preds: dict) -> list:
+    """The feature maps a Detect head returns beside its eval output: ``preds['feats']``, or for an end-to-end head
+    (YOLO26: one-to-many and one-to-one branches) its one-to-many branch's, which the eval output is made of."""
+    return preds.get("one2many", preds)["feats"]

@@ -1,7 +1,7 @@
 # SPD-YOLO, AGPL-3.0 license
-"""SPD-lite models (issue 12 part 6): SPD at the stock model's cost. yolov8/yolo11-SPD-lite keep every pixel at each
-down-sampling (no strided conv or pooling) with GFLOPs within 5% of stock, at every scale; `SPDGroupConv` mixes the
-4 pixel phases inside each group and is exactly a 6x6 stride-2 grouped conv."""
+"""SPD-lite models (issue 12 part 6): SPD at the stock model's cost. yolov8/yolo11/yolo26-SPD-lite keep every pixel at
+each down-sampling (no strided conv or pooling) with GFLOPs within 5% of stock, at every scale; `SPDGroupConv` mixes
+the 4 pixel phases inside each group and is exactly a 6x6 stride-2 grouped conv."""
 
 import pytest
 import torch
@@ -9,13 +9,13 @@ import torch.nn.functional as F
 from ultralytics.nn.modules import Conv
 
 import spd_yolo
-from helpers import one_training_step, run_python, stride2_convs, strided_layers, write_yaml
+from helpers import detect_feats, one_training_step, run_python, stride2_convs, strided_layers, write_yaml
 from spd_yolo.layers import LAYERS, SPDConv, SPDGroupConv, SpaceToDepth, interleave_phases, space_to_depth_interleaved
 from spd_yolo.models.configs import load_model_yaml
 from spd_yolo.models.summary import main as summary_main, stock_counterpart
 from spd_yolo.rewrite import rewrite_spd
 
-FAMILIES = ("yolov8", "yolo11")
+FAMILIES = ("yolov8", "yolo11", "yolo26")
 NAMES = [f"{f}{s}-SPD-lite" for f in FAMILIES for s in "nsmlx"]
 
 
@@ -23,6 +23,7 @@ def test_names_and_stock_counterparts():
     assert set(NAMES) <= set(spd_yolo.available_models("detect"))
     assert stock_counterpart("yolov8n-SPD-lite") == "yolov8n.yaml"
     assert stock_counterpart("yolo11x-SPD-lite.yaml") == "yolo11x.yaml"
+    assert stock_counterpart("yolo26s-SPD-lite") == "yolo26s.yaml"
     for name in NAMES:
         d = load_model_yaml(name)
         assert d["scale"] == name[len(name.split("-")[0]) - 1]
@@ -31,8 +32,11 @@ def test_names_and_stock_counterparts():
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_rows_are_the_stock_rows(family):
-    """Every row is stock's; each stride-2 Conv [c2, 3, 2] is SPDGroupConv [c2, 3, 2] (the stem: SPDConv [c2, 1, 2])."""
+    """Every row is stock's; each stride-2 Conv [c2, 3, 2] is SPDGroupConv [c2, 3, 2] (the stem: SPDConv [c2, 1, 2]).
+    The other keys too (nc, scales; for yolo26 end2end and reg_max)."""
     ours, stock = load_model_yaml(f"{family}n-SPD-lite"), load_model_yaml(f"{family}n.yaml")
+    top = [{k: v for k, v in d.items() if k not in ("backbone", "head", "yaml_file")} for d in (ours, stock)]
+    assert top[0] == top[1]
     rows, stock_rows = ours["backbone"] + ours["head"], stock["backbone"] + stock["head"]
     assert len(rows) == len(stock_rows)
     for i, (row, base) in enumerate(zip(rows, stock_rows)):
@@ -76,7 +80,7 @@ def test_forward_shapes(family, hw):
     with torch.no_grad():
         y, feats = model(torch.zeros(1, 3, h, w))
     assert y.shape == (1, 84, sum((h // s) * (w // s) for s in (8, 16, 32)))
-    assert [tuple(f.shape[-2:]) for f in feats["feats"]] == [(h // s, w // s) for s in (8, 16, 32)]
+    assert [tuple(f.shape[-2:]) for f in detect_feats(feats)] == [(h // s, w // s) for s in (8, 16, 32)]
 
 
 def test_group_sees_every_phase(rng):
@@ -151,10 +155,12 @@ def test_bad_channels_name_the_layer(tmp_path):
     assert model.model[1].conv.conv.groups == 4 and model.stride.tolist() == [4.0]
 
 
-def test_one_training_step():
-    """yolov8n-SPD-lite trains: one batch through the ultralytics loss, gradients in every SPDGroupConv, SGD step."""
+@pytest.mark.parametrize("name", ["yolov8n-SPD-lite", "yolo26n-SPD-lite"])
+def test_one_training_step(name):
+    """yolov8n-SPD-lite and yolo26n-SPD-lite (end-to-end head) train: one batch through the ultralytics loss,
+    gradients in every SPDGroupConv, SGD step."""
     torch.manual_seed(0)
-    model = spd_yolo.build_model("yolov8n-SPD-lite", nc=2)
+    model = spd_yolo.build_model(name, nc=2)
     convs = [m.conv.conv.weight for m in model.model if isinstance(m, SPDGroupConv)]
     loss, changed = one_training_step(model, [[0.5, 0.5, 0.3, 0.3], [0.3, 0.4, 0.2, 0.25]],
                                       watch=(model.model[0].conv.conv.weight, *convs))
@@ -188,20 +194,22 @@ def test_safe_loading_allows_the_layer():
 def test_bare_names_resolve_from_another_directory(tmp_path):
     code = (
         "import spd_yolo\n"
-        "for name in ('yolov8n-SPD-lite', 'yolo11n-SPD-lite.yaml'):\n"
+        "for name in ('yolov8n-SPD-lite', 'yolo11n-SPD-lite.yaml', 'yolo26n-SPD-lite'):\n"
         "    m = spd_yolo.YOLO(name)\n"
         "    print(name, spd_yolo.resolve_model_cfg(name), m.task, sum(p.numel() for p in m.model.parameters()))\n"
     )
     out = run_python(code, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     rows = [line.split() for line in out.stdout.strip().splitlines()]
-    for (name, path, task, n), want in zip(rows, ("yolov8n-SPD-lite", "yolo11n-SPD-lite")):
+    assert len(rows) == 3
+    for (name, path, task, n), want in zip(rows, ("yolov8n-SPD-lite", "yolo11n-SPD-lite", "yolo26n-SPD-lite")):
         assert path == str(spd_yolo.CONFIG_DIR / f"{want}.yaml") and task == "detect"
         assert int(n) == sum(p.numel() for p in spd_yolo.build_model(want).parameters())
 
 
 def test_summary_prints_stock_beside(capsys):
-    assert summary_main(["yolov8n-SPD-lite", "yolo11n-SPD-lite", "--imgsz", "640"]) == 0
+    assert summary_main(["yolov8n-SPD-lite", "yolo11n-SPD-lite", "yolo26n-SPD-lite", "--imgsz", "640"]) == 0
     rows = [[c.strip() for c in r.split("|")] for r in capsys.readouterr().out.splitlines() if "-SPD-lite |" in r]
-    assert [(r[1], r[5]) for r in rows] == [("yolov8n-SPD-lite", "yolov8n"), ("yolo11n-SPD-lite", "yolo11n")]
+    assert [(r[1], r[5]) for r in rows] == [
+        ("yolov8n-SPD-lite", "yolov8n"), ("yolo11n-SPD-lite", "yolo11n"), ("yolo26n-SPD-lite", "yolo26n")]
     assert all(r[9] == "0.99x" for r in rows)  # GFLOPs ratio

@@ -7,7 +7,7 @@ import torch.nn as nn
 from ultralytics.nn.tasks import ClassificationModel, DetectionModel
 
 import spd_yolo
-from helpers import REPO, run_python, strided_layers, write_yaml
+from helpers import REPO, detect_feats, one_training_step, run_python, stride2_convs, strided_layers, write_yaml
 from spd_yolo.errors import SPDSizeError
 from spd_yolo.layers import SPDConv, SpaceToDepth
 from spd_yolo.models import registry
@@ -15,8 +15,8 @@ from spd_yolo.models import registry
 ALL_MODELS = spd_yolo.available_models()
 # the P2 models (strides 4-32): test_p2_models.py; the stock-cost SPD-lite models: test_lite_models.py
 P3_MODELS = [n for n in ALL_MODELS if not n.endswith(("-p2", "-lite"))]
-FAMILIES = ["yolov5-SPD", "yolov8-SPD", "yolo11-SPD"]
-LITE = ["yolov8-SPD-lite", "yolo11-SPD-lite"]  # SPD at the stock model's GFLOPs (issue 12 part 6)
+FAMILIES = ["yolov5-SPD", "yolov8-SPD", "yolo11-SPD", "yolo26-SPD"]
+LITE = ["yolov8-SPD-lite", "yolo11-SPD-lite", "yolo26-SPD-lite"]  # SPD at the stock model's GFLOPs (issue 12 part 6)
 
 
 def test_all_names_exist():
@@ -36,7 +36,7 @@ def test_every_model_builds_without_strided_conv_or_pooling(name):
     assert strided_layers(model) == []
     n_spd = sum(isinstance(m, SpaceToDepth) for m in model.modules())
     n_spdconv = sum(isinstance(m, SPDConv) for m in model.modules())
-    # yolov5-SPD: SPD stem + 4 backbone + 2 neck SpaceToDepth rows; v8/11: the 7 stride-2 Convs became SPDConv
+    # yolov5-SPD: SPD stem + 4 backbone + 2 neck SpaceToDepth rows; v8/11/26: the 7 stride-2 Convs became SPDConv
     assert (n_spd, n_spdconv) == ((7, 1) if name.startswith("yolov5") else (7, 7))
     model.eval()
     with torch.no_grad():
@@ -44,7 +44,7 @@ def test_every_model_builds_without_strided_conv_or_pooling(name):
     assert y.shape == (1, 4 + 3, (8 * 12) + (4 * 6) + (2 * 3))
 
 
-@pytest.mark.parametrize("family", ["yolov5n-SPD", "yolov8n-SPD", "yolo11n-SPD"])
+@pytest.mark.parametrize("family", ["yolov5n-SPD", "yolov8n-SPD", "yolo11n-SPD", "yolo26n-SPD"])
 @pytest.mark.parametrize("hw", [(640, 640), (320, 480)])
 def test_forward_shapes(family, hw):
     model = spd_yolo.build_model(family, nc=80).eval()
@@ -53,7 +53,7 @@ def test_forward_shapes(family, hw):
         y, feats = model(torch.zeros(1, 3, h, w))
     anchors = sum((h // s) * (w // s) for s in (8, 16, 32))
     assert y.shape == (1, 84, anchors)
-    assert [tuple(f.shape[-2:]) for f in feats["feats"]] == [(h // s, w // s) for s in (8, 16, 32)]
+    assert [tuple(f.shape[-2:]) for f in detect_feats(feats)] == [(h // s, w // s) for s in (8, 16, 32)]
 
 
 def test_stock_yamls_identical_with_plugin(tmp_path):
@@ -77,11 +77,12 @@ def test_stock_yamls_identical_with_plugin(tmp_path):
     assert got == expected
 
 
-def test_spdconv_bookkeeping_matches_conv():
-    """SPDConv rows get Conv's width multiple, make-divisible and max_channels: compare with the stock YOLOv8."""
+@pytest.mark.parametrize("family", ["yolov8", "yolo26"])
+def test_spdconv_bookkeeping_matches_conv(family):
+    """SPDConv rows get Conv's width multiple, make-divisible and max_channels: compare with the stock model."""
     for scale in "nl":  # l caps channels at 512
-        ours = spd_yolo.build_model(f"yolov8{scale}-SPD")
-        stock = spd_yolo.build_model(f"yolov8{scale}.yaml")
+        ours = spd_yolo.build_model(f"{family}{scale}-SPD")
+        stock = spd_yolo.build_model(f"{family}{scale}.yaml")
         for a, b in zip(ours.model, stock.model):
             if isinstance(a, SPDConv):
                 assert b.conv.stride == (2, 2)
@@ -93,6 +94,54 @@ def test_spdconv_bookkeeping_matches_conv():
         # everything after the first layer differs only by the SPD convs' 4x input channels
         extra = sum(m.np - (m.np - m.conv.conv.weight.numel() * 3 // 4) for m in ours.model if isinstance(m, SPDConv))
         assert sum(p.numel() for p in ours.parameters()) - sum(p.numel() for p in stock.parameters()) == extra
+        assert sum(isinstance(m, SpaceToDepth) for m in ours.modules()) == stride2_convs(stock) == 7
+
+
+def test_yolo26_spd_rows_are_the_stock_rows():
+    """yolo26-SPD / yolo26-SPD-p2 are ultralytics' yolo26 / yolo26-p2 row for row (same indices, so a stock
+    checkpoint maps onto them layer by layer), each stride-2 `Conv [c2, 3, 2]` an `SPDConv [c2, 3, 2]`; the top-level
+    keys (nc, end2end, reg_max, scales) are stock's."""
+    for name, stock_name in (("yolo26n-SPD", "yolo26n.yaml"), ("yolo26n-SPD-p2", "yolo26n-p2.yaml")):
+        ours, stock = spd_yolo.load_model_yaml(name), spd_yolo.load_model_yaml(stock_name)
+        top = [{k: v for k, v in d.items() if k not in ("backbone", "head", "yaml_file")} for d in (ours, stock)]
+        assert top[0] == top[1] and top[0]["end2end"] is True and top[0]["reg_max"] == 1
+        assert len(ours["backbone"]) == len(stock["backbone"]) and len(ours["head"]) == len(stock["head"])
+        strided = []
+        for i, (row, base) in enumerate(zip(ours["backbone"] + ours["head"], stock["backbone"] + stock["head"])):
+            if base[2] == "Conv" and base[3][2:3] == [2]:
+                strided.append(i)
+                assert row == [*base[:2], "SPDConv", base[3]], (name, i, row)
+            else:
+                assert row == base, (name, i, row)
+        assert strided == ([0, 1, 3, 5, 7, 17, 20] if name == "yolo26n-SPD" else [0, 1, 3, 5, 7, 20, 23, 26])
+
+
+def test_yolo26_spd_gflops_and_end_to_end_head_trains():
+    """yolo26n-SPD costs stock yolo26n plus 3x its stride-2 convs (each SPDConv is the same conv on 4x the channels,
+    at the same output size), keeps YOLO26's end-to-end head (one-to-one branch, reg_max 1, E2E loss), and trains:
+    one SGD step with gradients in both branches and in the SPD stem."""
+    ours, stock = spd_yolo.build_model("yolo26n-SPD", nc=80), spd_yolo.build_model("yolo26n.yaml", nc=80)
+    a, b = spd_yolo.model_stats(ours, "yolo26n-SPD"), spd_yolo.model_stats(stock, "yolo26n")
+    macs = []
+    hooks = [m.register_forward_hook(lambda m, i, o: macs.append(o.numel() * m.in_channels * m.kernel_size[0] ** 2))
+             for m in stock.modules() if isinstance(m, nn.Conv2d) and m.stride == (2, 2)]
+    with torch.no_grad():
+        stock.eval()(torch.zeros(1, 3, 640, 640))
+    for h in hooks:
+        h.remove()
+    assert len(macs) == 7
+    assert a.gflops - b.gflops == pytest.approx(3 * 2 * sum(macs) / 1e9, rel=0.01)
+    assert 1.8 < a.gflops / b.gflops < 1.9, (a.gflops, b.gflops)  # 11.46 / 6.24 GFLOPs
+    detect = ours.model[-1]
+    assert detect.reg_max == 1 and detect.one2one_cv2 is not None and ours.yaml["end2end"] is True
+    model = spd_yolo.build_model("yolo26n-SPD", nc=2)
+    detect = model.model[-1]
+    loss, changed = one_training_step(model, [[0.5, 0.5, 0.3, 0.3], [0.3, 0.4, 0.2, 0.25]],
+                                      watch=(model.model[0].conv.conv.weight,))
+    assert type(model.criterion).__name__ == "E2ELoss" and torch.isfinite(loss).all() and loss.sum() > 0
+    for branch in (detect.cv3, detect.one2one_cv3):
+        assert all(b[-1].weight.grad.abs().sum() > 0 for b in branch)
+    assert changed == [True]
 
 
 def test_yolov5_spd_matches_stock_after_the_spd_points():
@@ -243,7 +292,7 @@ def test_scaled_names_load_from_a_folder_whose_path_has_digit_and_scale_letter(f
 def test_bare_names_resolve_from_any_directory(tmp_path):
     code = (
         "from spd_yolo import YOLO\n"
-        "for name in ('yolov5s-SPD', 'yolov5s-SPD.yaml', 'yolo11n-SPD'):\n"
+        "for name in ('yolov5s-SPD', 'yolov5s-SPD.yaml', 'yolo11n-SPD', 'yolo26n-SPD'):\n"
         "    m = YOLO(name)\n"
         "    print(name, m.task, sum(p.numel() for p in m.model.parameters()))\n"
     )

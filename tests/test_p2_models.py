@@ -8,12 +8,15 @@ import torch
 from ultralytics.nn import tasks
 
 import spd_yolo
-from helpers import one_training_step, run_python, stride2_convs, strided_layers
+from helpers import detect_feats, one_training_step, run_python, stride2_convs, strided_layers
 from spd_yolo.layers import SpaceToDepth
 from spd_yolo.models.configs import baseline_models, load_model_yaml
 from spd_yolo.models.summary import main as summary_main, stock_counterpart
 
-FAMILIES = {"yolov5": "yolov5{}-p2", "yolov8": "yolov8{}-p2.yaml", "yolo11": "yolo11{}-p2"}  # SPD-p2 -> baseline
+# SPD-p2 -> baseline (ours for yolov5 and yolo11; ultralytics ships yolov8-p2.yaml and yolo26-p2.yaml)
+FAMILIES = {
+    "yolov5": "yolov5{}-p2", "yolov8": "yolov8{}-p2.yaml", "yolo11": "yolo11{}-p2", "yolo26": "yolo26{}-p2.yaml",
+}
 STRIDES = [4.0, 8.0, 16.0, 32.0]
 
 
@@ -52,13 +55,13 @@ def test_names():
     assert baseline_models() == tuple(f"{f}{s}-p2" for f in ("yolov5", "yolo11") for s in "nsmlx")
     assert not set(baseline_models()) & set(spd_yolo.available_models(None))  # the list shows SPD models only
     stock = [stock_counterpart(spd_name(f)) for f in FAMILIES]
-    assert stock == ["yolov5n-p2.yaml", "yolov8n-p2.yaml", "yolo11n-p2.yaml"]
+    assert stock == ["yolov5n-p2.yaml", "yolov8n-p2.yaml", "yolo11n-p2.yaml", "yolo26n-p2.yaml"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_strides_and_topology_match_the_baseline(family):
     """Built at scale n: Detect at 4-32 for both; the SPD model's rows are its baseline's with SPD for stride 2 (the
-    same rows for v8 and v11; for v5 each non-strided Conv + SpaceToDepth pair is one stride-2 Conv row)."""
+    same rows for v8, v11 and v26; for v5 each non-strided Conv + SpaceToDepth pair is one stride-2 Conv row)."""
     name, base_name = spd_name(family), FAMILIES[family].format("n")
     ours, base = spd_yolo.build_model(name), spd_yolo.build_model(base_name)
     assert ours.stride.tolist() == base.stride.tolist() == STRIDES
@@ -91,13 +94,14 @@ def test_forward_shapes(family, hw):
     with torch.no_grad():
         y, feats = model(torch.zeros(1, 3, h, w))
     assert y.shape == (1, 84, sum((h // s) * (w // s) for s in (4, 8, 16, 32)))
-    assert [tuple(f.shape[-2:]) for f in feats["feats"]] == [(h // s, w // s) for s in (4, 8, 16, 32)]
+    assert [tuple(f.shape[-2:]) for f in detect_feats(feats)] == [(h // s, w // s) for s in (4, 8, 16, 32)]
 
 
 def test_bare_names_resolve_from_another_directory(tmp_path):
     """Ours (SPD-p2 and our baselines) come from CONFIG_DIR, through `YOLO` too; yolov8n-p2 and yolov5n stay
     ultralytics' own YAMLs."""
-    ours = ["yolov8n-SPD-p2", "yolov5n-SPD-p2.yaml", "yolo11n-SPD-p2", "yolov5n-p2", "yolo11n-p2.yaml"]
+    ours = ["yolov8n-SPD-p2", "yolov5n-SPD-p2.yaml", "yolo11n-SPD-p2", "yolo26n-SPD-p2", "yolov5n-p2",
+            "yolo11n-p2.yaml"]
     code = (
         "import spd_yolo\nfrom spd_yolo.models.configs import resolve_model_yaml\n"
         f"for name in {[*ours, 'yolov8n-p2', 'yolov5n']!r}:\n"
@@ -118,9 +122,11 @@ def test_bare_names_resolve_from_another_directory(tmp_path):
         assert int(rows[name][2]) == sum(p.numel() for p in stock.parameters())
 
 
-def test_one_training_step():
-    """yolov8n-SPD-p2 trains: one batch through the ultralytics loss; the tiny boxes are learnt at P2."""
-    model = spd_yolo.build_model("yolov8n-SPD-p2", nc=2)
+@pytest.mark.parametrize("name", ["yolov8n-SPD-p2", "yolo26n-SPD-p2"])
+def test_one_training_step(name):
+    """yolov8n-SPD-p2 and yolo26n-SPD-p2 (end-to-end head) train: one batch through the ultralytics loss; the tiny
+    boxes are learnt at P2."""
+    model = spd_yolo.build_model(name, nc=2)
     loss, changed = one_training_step(model, [[0.5, 0.5, 0.1, 0.1], [0.3, 0.4, 0.05, 0.08]],
                                       watch=(model.model[0].conv.conv.weight,))
     assert torch.isfinite(loss).all() and loss.sum() > 0
@@ -131,8 +137,10 @@ def test_one_training_step():
 
 
 def test_summary_prints_baselines_beside(capsys):
-    assert summary_main(["yolov8n-SPD-p2", "yolo11n-SPD-p2", "yolov5n-SPD-p2", "--imgsz", "256"]) == 0
+    names = ["yolov8n-SPD-p2", "yolo11n-SPD-p2", "yolov5n-SPD-p2", "yolo26n-SPD-p2"]
+    assert summary_main([*names, "--imgsz", "256"]) == 0
     rows = [r for r in capsys.readouterr().out.splitlines() if "-SPD-p2 |" in r]
     assert [r.split("|")[1].strip() + ">" + r.split("|")[5].strip() for r in rows] == [
-        "yolov8n-SPD-p2>yolov8n-p2", "yolo11n-SPD-p2>yolo11n-p2", "yolov5n-SPD-p2>yolov5n-p2"]
+        "yolov8n-SPD-p2>yolov8n-p2", "yolo11n-SPD-p2>yolo11n-p2", "yolov5n-SPD-p2>yolov5n-p2",
+        "yolo26n-SPD-p2>yolo26n-p2"]  # yolo26n-p2: ultralytics' own
     assert all(float(r.split("|")[4]) > 0 and float(r.split("|")[8]) > 0 for r in rows)  # GFLOPs of both

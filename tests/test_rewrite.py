@@ -75,8 +75,8 @@ def _randomize_bn(model: nn.Module) -> nn.Module:
 
 @pytest.mark.parametrize(
     "name,fused,expected",
-    [("yolov5n-SPD", True, 5), ("yolov5n-SPD", False, 5), ("yolo11n-SPD", True, 7)],
-    ids=["yolov5n-SPD-fused", "yolov5n-SPD-unfused", "yolo11n-SPD-fused"],
+    [("yolov5n-SPD", True, 5), ("yolov5n-SPD", False, 5), ("yolo11n-SPD", True, 7), ("yolo26n-SPD", True, 7)],
+    ids=["yolov5n-SPD-fused", "yolov5n-SPD-unfused", "yolo11n-SPD-fused", "yolo26n-SPD-fused"],
 )
 def test_whole_models_give_equal_outputs(name, fused, expected, rng):
     torch.manual_seed(0)

@@ -55,6 +55,7 @@ from spd_yolo.engine import FITNESS, FITNESS_KEY, SPDClassificationTrainer, SPDD
 from spd_yolo.errors import FitnessError
 from spd_yolo.model import YOLO
 from spd_yolo.models.configs import resolve_model_yaml
+from spd_yolo.upgrade import DEFAULT_FINETUNE, FINETUNE_RULES
 
 # YOLOv5 hyperparameters that the anchor-free ultralytics head has no use for: accepted in --hyp files, ignored.
 YOLOV5_ONLY_HYP = {"obj", "obj_pw", "iou_t", "anchor_t", "anchors", "fl_gamma", "cls_pw"}
@@ -66,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cfg", default="", help="model YAML or bare name, e.g. yolov5s-SPD, yolo11n-SPD, yolov5s.yaml")
     p.add_argument(
         "--weights", default="",
-        help="checkpoint to start from; with --cfg, every tensor whose name and shape match is transferred",
+        help="checkpoint to start from; with --cfg, every tensor whose name and shape match is transferred, after "
+        "the exact SPD upgrade when --cfg is the SPD twin of a stock checkpoint (yolo11n-SPD from yolo11n.pt)",
     )
     p.add_argument(
         "--data", default="",
@@ -122,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
         "ap = COCO AP, ap_small = COCO AP_S (small objects); ap and ap_small imply --coco-metrics and need objects of "
         "their size in the validation set. The checkpoints record it; not given: default, with --resume the run's own "
         "(a different value is refused)",
+    )
+    p.add_argument(
+        "--upgrade-rule", default=DEFAULT_FINETUNE, choices=tuple(FINETUNE_RULES),
+        help="training that starts from an exact SPD upgrade of a stock checkpoint: none = ultralytics' defaults; sgd = "
+        "SGD instead of --optimizer auto; sgd-hold / auto-hold = also hold the upgrade's zero-started weights at zero "
+        "for the first half of the epochs (the model trains as the stock one would), then train them. Recorded in the "
+        "checkpoints; measured in docs/benchmarks.md",
     )
     return p
 
@@ -241,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides["pretrained"] = weights  # ultralytics transfers name+shape matches and logs "Transferred N/M items"
     if task == "classify":
         return _train(model, trainer=SPDClassificationTrainer, **overrides)
-    trainer = SPDDetectionTrainer.configured(args.fitness or "default", args.coco_metrics)
+    trainer = SPDDetectionTrainer.configured(args.fitness or "default", args.coco_metrics, args.upgrade_rule)
     return _train(model, trainer=trainer, callbacks=[("on_pretrain_routine_end", _check_fitness)], **overrides)
 
 
