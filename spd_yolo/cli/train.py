@@ -3,7 +3,7 @@
 
 Examples:
     python train.py --cfg yolov5n-SPD --data datasets/spd-demo/data.yaml --epochs 30 --img 256 --batch-size 16
-    python train.py --cfg yolov5s-SPD --weights yolov5s.pt --data my.yaml   # transfer matching tensors
+    python train.py --cfg yolov5s-SPD --weights yolov5su.pt --data my.yaml  # exact SPD upgrade, then fine-tune
     python train.py --weights runs/train/exp/weights/best.pt --data my.yaml  # fine-tune a checkpoint
     python train.py --resume runs/train/exp                                  # continue an interrupted run
     python train.py --cfg yolov5s-SPD --data my.yaml --device 0,1             # multi-GPU (DDP)
