@@ -404,3 +404,14 @@ def test_spd_yolo_cli_pretrained_upgrades(checkpoints, tiny_data, tmp_path):
     assert "SPD upgrade: yolov8n.pt -> yolov8n-SPD.yaml, exact: 7 layers re-indexed" in out
     ckpt = torch.load(tmp_path / "cli" / "weights" / "last.pt", map_location="cpu", weights_only=False)
     assert ckpt["spd_finetune"]["name"] == "sgd-hold"
+
+
+@pytest.mark.slow
+def test_upgraded_yolo26_exports_to_onnx_with_parity(tmp_path):
+    """yolo26n (end-to-end head) -> its exact upgrade -> export.py: ONNX Runtime agrees with torch on a real image."""
+    from helpers import script_ok
+
+    stock_checkpoint(tmp_path / "yolo26n.pt", "yolo26n.yaml")
+    assert main([str(tmp_path / "yolo26n.pt"), str(tmp_path / "spd.pt")]) == 0
+    out = script_ok("export", "--weights", tmp_path / "spd.pt", "--include", "onnx", "--img", 64)
+    assert "ONNX parity on bus.jpg" in out and (tmp_path / "spd.onnx").is_file()
