@@ -35,6 +35,8 @@ TWINS = {
     "yolo26n-p2.yaml": "yolo26n-SPD-p2",
     "yolov5n-p2": "yolov5n-SPD-p2",
     "yolo11n-p2": "yolo11n-SPD-p2",
+    "yolov5su.yaml": "yolov5s-SPD",  # the s scales
+    "yolo11s.yaml": "yolo11s-SPD",
 }
 
 
@@ -415,3 +417,38 @@ def test_upgraded_yolo26_exports_to_onnx_with_parity(tmp_path):
     assert main([str(tmp_path / "yolo26n.pt"), str(tmp_path / "spd.pt")]) == 0
     out = script_ok("export", "--weights", tmp_path / "spd.pt", "--include", "onnx", "--img", 64)
     assert "ONNX parity on bus.jpg" in out and (tmp_path / "spd.onnx").is_file()
+
+
+@pytest.mark.slow
+def test_upgraded_checkpoint_validates_to_the_stock_coco_numbers(tmp_path):
+    """val.py on the same validation set: the upgraded checkpoint's predictions and COCO numbers equal the stock ones.
+    The labels are the stock model's own confident predictions, so its AP is high and any difference would show."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from helpers import script_ok
+
+    from spd_yolo.data.synth import generate_demo_dataset
+
+    data = generate_demo_dataset(tmp_path / "d", n_train=2, n_val=6, imgsz=64, video_frames=0, progress=False)
+    root = data.parent
+    stock_checkpoint(tmp_path / "stock.pt", "yolov8n.yaml", nc=4)
+    for r in YOLO(str(tmp_path / "stock.pt")).predict(str(root / "images" / "val"), imgsz=64, conf=0.5, verbose=False):
+        rows = [f"{int(c)} {x:.6f} {y:.6f} {w:.6f} {h:.6f}" for c, (x, y, w, h) in zip(r.boxes.cls, r.boxes.xywhn)]
+        (root / "labels" / "val" / f"{Path(r.path).stem}.txt").write_text("\n".join(rows) + "\n")
+    shutil.rmtree(root / "annotations")  # the ground truth is then the YOLO labels just written
+    assert main([str(tmp_path / "stock.pt"), str(tmp_path / "spd.pt")]) == 0
+    stats, preds = {}, {}
+    for name in ("stock", "spd"):
+        script_ok("val", "--weights", tmp_path / f"{name}.pt", "--data", data, "--img", 64, "--project", tmp_path,
+                  "--name", f"val-{name}")
+        stats[name] = json.loads((tmp_path / f"val-{name}" / "coco_metrics.json").read_text())
+        preds[name] = json.loads((tmp_path / f"val-{name}" / "predictions.json").read_text())
+    assert stats["stock"]["AP"] > 0.3 and len(preds["stock"]) > 20  # not a comparison of empty results
+    for key in ("AP", "AP50", "AP75", "AP_S", "AR1", "AR10", "AR100"):
+        assert stats["spd"][key] == pytest.approx(stats["stock"][key], abs=1e-6), key
+    assert len(preds["spd"]) == len(preds["stock"])
+    for a, b in zip(preds["stock"], preds["spd"]):
+        assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
+        assert np.allclose(a["bbox"], b["bbox"], atol=1e-3) and abs(a["score"] - b["score"]) < 1e-5
