@@ -168,7 +168,7 @@ model_table() {
 
 console_help() {
     local c out
-    for c in spd-yolo spd-train spd-val spd-detect spd-export; do
+    for c in spd-yolo spd-train spd-val spd-detect spd-export spd-upgrade; do
         out=$("$VENV/bin/$c" --help)
         if [[ $c == spd-yolo ]]; then grep -q 'spd-yolo info model=NAME' <<<"$out"; else grep -q '^usage:' <<<"$out"; fi
         echo "$c --help: exit 0, $(wc -l <<<"$out") lines"

@@ -39,6 +39,9 @@ VisDrone on a GPU (data from ``python -m spd_yolo.data.convert visdrone SRC data
 
     python benchmarks/bench_small_objects.py --data datasets/visdrone/data.yaml --pair yolov8n --device 0 \\
         --epochs 100 --train-imgsz 640 --eval-imgsz 640 320 --seeds 0 1 2 --out runs/bench-small/visdrone.json
+
+From scratch only. The fine-tuning protocol (pretrained stock weights, their exact SPD upgrade, the fine-tuning rules)
+is benchmarks/bench_finetune.py, which uses this script's training reuse, paired differences and verdict.
 """
 
 from __future__ import annotations

@@ -32,6 +32,9 @@ CASES = [
     ("bench_small_objects.py", ["--variants", "spd", "fast"], "--variants fast: unknown; choose from stock"),
     ("bench_small_objects.py", ["--variants", "spd-lite"], "--variants spd-lite: no yolov5n-SPD-lite model"),
     ("bench_small_objects.py", ["--slice-overlap", "1"], "--slice-overlap must be in [0, 1)"),
+    ("bench_finetune.py", ["--rules", "adam"], "invalid choice: 'adam'"),
+    ("bench_finetune.py", ["--pretrained", "missing.pt"], "--pretrained missing.pt: file not found"),
+    ("bench_finetune.py", ["--epochs", "0"], "--epochs, --pretrain-epochs and --batch-size must be >= 1"),
     ("bench_detect_load.py", ["--imgsz", "250"], "--imgsz must be a positive multiple of 32"),
     ("bench_detect_load.py", ["--items", "10"], "--items must be >= 100"),
     ("bench_detect_load.py", ["--threads", "-1"], "--threads must be an integer >= 1"),
@@ -265,6 +268,17 @@ def test_quick_small_object_benchmark(tmp_path):
     assert again["reused"] == 2 + 2 * 3  # stock's and SPD's trainings and their 3 evaluations (64, 32, 32 sliced)
     assert {k: again["results"][k] for k in data["results"]} == data["results"]
     assert stock_best.stat().st_mtime_ns == mtime
+
+
+def test_quick_finetune_benchmark(tmp_path):
+    """Pretrain stock, upgrade exactly, fine-tune stock and SPD under two rules; each SPD run used the rule asked for."""
+    data = _quick("bench_finetune", tmp_path, "--project", "runs")
+    assert data["upgrade"]["target"] == "yolov8n-SPD" and data["upgrade"]["max_diff"] <= data["upgrade"]["tolerance"]
+    assert list(data["results"]) == ["stock, auto", "stock, SGD", "SPD, none", "SPD, sgd-hold",
+                                     f"stock, SGD, x{data['gflops_ratio']:.2f} epochs"]
+    assert all(len(v["AP"]) == 1 for r in data["results"].values() for v in r.values())  # plain and sliced, 1 seed
+    ckpt = torch.load(tmp_path / "runs/train/SPD-sgd-hold-seed0/weights/best.pt", weights_only=False)
+    assert ckpt["spd_finetune"]["name"] == "sgd-hold"
 
 
 def test_reuse_needs_the_same_training_settings_and_weights(tmp_path):

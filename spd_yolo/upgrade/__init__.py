@@ -44,6 +44,7 @@ import hashlib
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -76,7 +77,7 @@ __all__ = (
     "has_spd",
     "prepare_pretrained",
     "load_pretrained",
-    "new_weight_masks",
+    "UpgradeResult",
     "main",
     "cli",
 )
@@ -87,7 +88,6 @@ re-indexed, measured output difference, the masks of the zero-started weights an
 TOLERANCE = 1e-4
 """Largest accepted |stock - SPD| of what the detection head reads and returns (its input feature maps; box regression
 and class logits of every branch), as a fraction of the largest such stock value (at least 1)."""
-_VERSION = "0.1.0"  # spd_yolo.__version__ (not imported: the package imports this module's dependents)
 _CHECK_SHAPE = (256, 320)  # the verification input: non-square, a multiple of every stride (4 to 32)
 
 
@@ -299,16 +299,6 @@ def has_spd(model: nn.Module) -> bool:
     return any(isinstance(m, (SpaceToDepth, SPDConv, SPDGroupConv)) for m in model.modules())
 
 
-def _embed(conv: Conv, index: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A consumer conv's weight reading `channels` SPD channels, stock channel c at SPD channel index[c]; mask."""
-    w = conv.conv.weight.detach()
-    out = w.new_zeros(w.shape[0], channels, *w.shape[2:])
-    out[:, index] = w
-    mask = torch.zeros(1, channels, 1, 1, dtype=torch.bool)
-    mask[:, index] = True
-    return out, mask
-
-
 def _channels(model: nn.Module, x: torch.Tensor) -> list[int]:
     """Output channels of every layer of an ultralytics model, from one forward pass."""
     found = {}
@@ -347,6 +337,39 @@ def _check_source(model: nn.Module, source: str) -> None:
         raise UpgradeError(f"{source}: holds no model YAML, so its SPD twin cannot be found")
 
 
+def _transfer_spdconv(src: Conv, dst: SPDConv) -> torch.Tensor:
+    """Stock stride-s `Conv` -> `SPDConv`: the kernel re-indexed (`spd_kernel`), BatchNorm as it is. Returns the
+    mask of the zero-started taps of ``dst.conv.conv.weight``."""
+    conv = src.conv
+    w, used = spd_kernel(conv.weight.detach(), dst.spd.s, conv.padding, dst.conv.conv.kernel_size,
+                         dst.conv.conv.padding)
+    dst.conv.load_state_dict({**src.state_dict(), "conv.weight": w})
+    return ~used
+
+
+def _embedded_inputs(src: nn.Module, dst: nn.Module, index: torch.Tensor, channels: int, where: str
+                     ) -> tuple[dict, dict]:
+    """The state of `dst` (the stock layer `src` on an input with `channels` channels, stock channel c at index[c]):
+    the convolutions reading the input take the stock weights at those channels and zeros elsewhere. Returns
+    (state, {weight name in dst: mask of its zero-started input channels})."""
+    convs = input_convs(dst)
+    if convs is None:
+        raise UpgradeError(f"{where} ({type(dst).__name__}) reads an SPD output, and the upgrade does not know which of "
+                           f"its convolutions read it")
+    names, src_modules = {id(m): n for n, m in dst.named_modules()}, dict(src.named_modules())
+    state, masks = src.state_dict(), {}
+    for conv in convs:
+        name = names[id(conv)]
+        w = src_modules[name].conv.weight.detach()
+        new = w.new_zeros(w.shape[0], channels, *w.shape[2:])
+        new[:, index] = w
+        mask = torch.ones(1, channels, 1, 1, dtype=torch.bool)
+        mask[:, index] = False
+        key = f"{name}.conv.weight".lstrip(".")
+        state[key], masks[key] = new, mask
+    return state, masks
+
+
 def upgrade_model(stock: nn.Module, spd_cfg: dict | str, source: str = "the stock model") -> Upgrade:
     """The exact SPD twin of `stock` (an unfused ultralytics detection model), built from `spd_cfg` (a model YAML
     dict or name) with the stock model's classes. Raises UpgradeError if `spd_cfg` is not its twin or the outputs
@@ -359,66 +382,49 @@ def upgrade_model(stock: nn.Module, spd_cfg: dict | str, source: str = "the stoc
     pairs = plan_upgrade(stock.yaml, cfg)
     cfg["nc"] = stock.model[-1].nc  # built with the stock model's classes (silently: no "Overriding nc" line)
     stock = copy.deepcopy(stock).float().eval()
-    model = build_model(cfg, nc=stock.model[-1].nc).float().eval()
+    model = build_model(cfg, nc=cfg["nc"]).float().eval()
     x = torch.rand(1, int(stock.yaml.get("channels", 3)), *_CHECK_SHAPE, generator=torch.Generator().manual_seed(0))
     channels = _channels(model, x)
-    by_spd = {p.spd: p for p in pairs}
-    embedding: dict[int, torch.Tensor] = {}  # SPD layer -> SPD channel of each stock channel (absent: identity)
+    # SPD layer -> the SPD-model channel of each stock channel, for outputs that hold more than the stock one (an SPD
+    # layer's phase (0, 0) block and whatever carries it: Upsample, Concat); absent: the same channels
+    embedding: dict[int, torch.Tensor] = {}
     reindexed, masks = [], {}
     for pair in pairs:
         src, i = stock.model[pair.stock], pair.spd
-        if pair.kind == "spdconv":
-            dst = model.model[i]
-            conv = src.conv
-            w, mask = spd_kernel(conv.weight.detach(), dst.spd.s, conv.padding, dst.conv.conv.kernel_size,
-                                 dst.conv.conv.padding)
-            state = {**src.state_dict(), "conv.weight": w}
-            dst.conv.load_state_dict(state)
-            masks[f"model.{i}.conv.conv.weight"] = ~mask
-            kh, kw = conv.kernel_size
-            reindexed.append(f"{i}: {kh}x{kw} stride-{dst.spd.s} Conv -> SPDConv")
-            continue
-        if pair.kind == "conv+spd":
-            model.model[i - 1].load_state_dict(src.state_dict())
-            c = channels[i - 1]
-            embedding[i] = torch.arange(c)  # block 0 = phase (0, 0): the stock stride-s output
-            reindexed.append(f"{i - 1}-{i}: stride-{model.model[i].s} Conv -> Conv + SpaceToDepth")
-            continue
         dst = model.model[i]
+        if pair.kind == "spdconv":
+            masks[f"model.{i}.conv.conv.weight"] = _transfer_spdconv(src, dst)
+            reindexed.append(f"{i}: {src.conv.kernel_size[0]}x{src.conv.kernel_size[1]} stride-{dst.spd.s} Conv -> "
+                             f"SPDConv")
+            continue
+        if pair.kind == "conv+spd":  # the Conv at stride 1 before the SpaceToDepth: stock weights as they are
+            model.model[i - 1].load_state_dict(src.state_dict())
+            embedding[i] = torch.arange(channels[i - 1])  # block 0 = phase (0, 0): the stock stride-s output
+            reindexed.append(f"{i - 1}-{i}: stride-{dst.s} Conv -> Conv + SpaceToDepth")
+            continue
         froms = _absolute(dst.f, i)
-        if isinstance(dst, Concat):
-            parts, offset = [], 0
-            for f in froms:
-                parts.append(embedding.get(f, torch.arange(channels[f] if f not in embedding else 0)) + offset)
-                offset += channels[f]
-            if any(f in embedding for f in froms):
-                embedding[i] = torch.cat(parts)
+        state = src.state_dict()
+        if isinstance(dst, Concat) and any(f in embedding for f in froms):
+            offsets = [0, *torch.tensor([channels[f] for f in froms]).cumsum(0).tolist()]
+            embedding[i] = torch.cat([embedding.get(f, torch.arange(channels[f])) + o for f, o in zip(froms, offsets)])
         elif isinstance(dst, nn.Upsample) and froms[0] in embedding:
             embedding[i] = embedding[froms[0]]
-        state = src.state_dict()
-        if any(f in embedding for f in froms) and not isinstance(dst, (Concat, nn.Upsample)):
-            convs = input_convs(dst)
-            if convs is None or len(froms) != 1:
-                raise UpgradeError(f"{source}: layer {i} ({type(dst).__name__}) reads an SPD output, and the upgrade "
-                                   f"does not know which of its convolutions read it")
-            prefix = {id(m): n for n, m in dst.named_modules()}
-            for conv in convs:
-                name = f"{prefix[id(conv)]}.conv.weight".lstrip(".")
-                src_conv = dict(src.named_modules())[prefix[id(conv)]]
-                state[name], mask = _embed(src_conv, embedding[froms[0]], channels[froms[0]])
-                masks[f"model.{i}.{name}"] = ~mask
+        elif any(f in embedding for f in froms):
+            where = f"{source}: layer {i}"
+            if len(froms) != 1:
+                raise UpgradeError(f"{where} ({type(dst).__name__}) reads an SPD output among several inputs")
+            state, new = _embedded_inputs(src, dst, embedding[froms[0]], channels[froms[0]], where)
+            masks.update({f"model.{i}.{k}": m for k, m in new.items()})
             reindexed.append(f"{i}: {type(dst).__name__} reads phase (0, 0) of the SPD output")
         try:
             dst.load_state_dict(state)
         except RuntimeError as e:
             raise UpgradeError(f"{source}: layer {pair.stock} does not fit SPD layer {i}: {e}") from None
-        del by_spd[i]
     ref, out = _outputs(stock, x), _outputs(model, x)
-    if len(ref) != len(out) or any(a.shape != b.shape for a, b in zip(ref, out)):
+    if [a.shape for a in ref] != [b.shape for b in out]:
         raise UpgradeError(f"{source}: the SPD model's outputs have other shapes than the stock model's")
     diff = max(float((a - b).abs().max()) for a, b in zip(ref, out))
-    scale = max(float(a.abs().max()) for a in ref)
-    result = Upgrade(model, reindexed, diff, scale, masks)
+    result = Upgrade(model, reindexed, diff, max(float(a.abs().max()) for a in ref), masks)
     if not diff <= result.tolerance:  # also NaN
         raise UpgradeError(f"{source}: the upgraded model's outputs differ from the stock model's by {diff:.3g} "
                            f"(tolerance {result.tolerance:.3g}): not exact, nothing written")
@@ -428,10 +434,11 @@ def upgrade_model(stock: nn.Module, spd_cfg: dict | str, source: str = "the stoc
     return result
 
 
-def new_weight_masks(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The zero-started weights of an upgraded model (state_dict name -> bool mask), {} for any other model."""
-    record = getattr(model, RECORD_KEY, None)
-    return dict(record.get("new_weights", {})) if isinstance(record, dict) else {}
+def _version() -> str:
+    try:
+        return metadata.version("spd-yolo")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "(not installed)"
 
 
 def _record(up: Upgrade, source: str, sha256: str | None, target: str) -> dict:
@@ -439,7 +446,7 @@ def _record(up: Upgrade, source: str, sha256: str | None, target: str) -> dict:
         "source": source,
         "sha256": sha256,
         "target": target,
-        "by": f"upgraded by spd-yolo {_VERSION}",
+        "by": f"upgraded by spd-yolo {_version()}",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "reindexed": list(up.reindexed),
         "max_diff": up.max_diff,
@@ -534,10 +541,8 @@ def upgrade_checkpoint(src: str | Path, dst: str | Path, to: str | None = None, 
 # Command line.
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m spd_yolo.upgrade", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def main(argv: list[str] | None = None, prog: str = "python -m spd_yolo.upgrade") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("src", type=Path, help="stock checkpoint (yolov5nu.pt, yolov8n.pt, yolo11n.pt, yolo26n.pt, "
                         "a -p2 model, or your own best.pt of one)")
     parser.add_argument("dst", type=Path, help="output checkpoint")
@@ -561,5 +566,5 @@ def main(argv: list[str] | None = None) -> int:
 
 def cli(argv: list[str] | None = None) -> int:
     """Console script ``spd-upgrade``."""
-    return main(argv)
+    return main(argv, prog="spd-upgrade")
 
