@@ -59,6 +59,7 @@ __all__ = (
     "count_objects",
     "evaluate",
     "find_annotation_file",
+    "read_annotation_file",
     "image_size",
     "load_stats",
     "format_table",
@@ -292,17 +293,43 @@ def split_ground_truth(labels: list[dict], names: dict[int, str], dataset_root: 
     anno = Path(anno)
     if not anno.is_file():
         raise FileNotFoundError(f"COCO annotation file {anno} does not exist")
-    gt = json.loads(anno.read_text(encoding="utf-8"))
-    by_name = {Path(im["file_name"]).name: im["id"] for im in gt.get("images", [])}
+    gt = read_annotation_file(anno, files)
+    by_name = {Path(im["file_name"]).name: im["id"] for im in gt["images"]}
     ids = {f: by_name[Path(f).name] for f in files if Path(f).name in by_name}
-    if not ids:
-        raise ValueError(f"{anno}: none of the {len(files)} validation images is in this annotation file")
     if len(ids) < len(files):
         missing = next(Path(f).name for f in files if f not in ids)
         LOGGER.warning(
             f"{len(files) - len(ids)} validation images are not in {anno} and are not evaluated, e.g. {missing}"
         )
     return SplitGroundTruth(gt, anno, ids, category_map(names, gt["categories"]))
+
+
+def read_annotation_file(anno: str | os.PathLike, image_files: Iterable[str | os.PathLike]) -> dict:
+    """The COCO dataset dict of the annotation file `anno`, checked as far as it can be before any inference: JSON,
+    a mapping with 'images' and 'categories' lists (each image with 'file_name' and 'id'), and at least one of
+    `image_files` (matched by file name) among its images.
+
+    Raises:
+        ValueError: naming the file and, for JSON errors, the line and column.
+    """
+    anno = Path(anno)
+    try:
+        gt = json.loads(anno.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{anno}: not valid JSON ({e.msg}: line {e.lineno} column {e.colno})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{anno}: not a JSON text file (not UTF-8)") from None
+    if not isinstance(gt, dict) or not all(isinstance(gt.get(k), list) for k in ("images", "categories")):
+        raise ValueError(f"{anno}: not a COCO annotation file (expected a JSON object with 'images' and "
+                         f"'categories' lists)")
+    if not all(isinstance(im, dict) and "file_name" in im and "id" in im for im in gt["images"]):
+        raise ValueError(f"{anno}: every entry of 'images' needs a 'file_name' and an 'id'")
+    files = [Path(f).name for f in image_files]
+    names = {Path(im["file_name"]).name for im in gt["images"]}
+    if files and not names.intersection(files):
+        raise ValueError(f"{anno}: none of the {len(files)} validation images is in this annotation file "
+                         f"(e.g. {files[0]}; it lists e.g. {next(iter(sorted(names)), 'no image')})")
+    return gt
 
 
 def category_map(model_names: dict[int, str], gt_categories: list[dict]) -> dict[int, int]:

@@ -4,11 +4,16 @@ training and validating detect and classify models with SPD-YOLO's engine classe
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import torch.nn as nn
 from ultralytics import YOLO as _YOLO
 from ultralytics.nn.tasks import load_checkpoint
+from ultralytics.utils.checks import check_yolov5u_filename
 
 from spd_yolo.checkpoint import checkpoint_errors
 from spd_yolo.engine import (
@@ -28,6 +33,25 @@ SPD_ENGINE = {
     "detect": {"trainer": SPDDetectionTrainer, "validator": SPDDetectionValidator},
     "classify": {"trainer": SPDClassificationTrainer, "validator": SPDClassificationValidator},
 }
+
+
+@contextlib.contextmanager
+def _as_named(weights: str | Path) -> Iterator[str]:
+    """A path ultralytics loads `weights` from as it is. ultralytics renames any .pt whose name ends like a YOLOv5 or
+    YOLOv3 release (my-yolov5n.pt -> my-yolov5nu.pt: `check_yolov5u_filename`, also for a local file that exists) and
+    then looks the new name up on GitHub; such a file is read through a link with a neutral name in a temporary
+    folder (a copy where links are not allowed), so the file named is the file loaded and nothing is looked up."""
+    name = str(weights)
+    if not Path(name).is_file() or check_yolov5u_filename(name, verbose=False) == name:
+        yield name
+        return
+    with tempfile.TemporaryDirectory(prefix="spd-yolo-load-") as folder:
+        link = Path(folder) / "weights.pt"
+        try:
+            link.symlink_to(Path(name).resolve())
+        except OSError:
+            shutil.copyfile(name, link)
+        yield str(link)
 
 
 class YOLO(_YOLO):
@@ -57,7 +81,11 @@ class YOLO(_YOLO):
         with checkpoint_errors(weights):
             model = load_weights_only(weights, missing_ok=True)  # one read of the file, not a check then a load
             if model is None:
-                return super()._load(weights, task)
+                with _as_named(weights) as path:
+                    super()._load(path, task)
+                if path != str(weights):  # the file the user named, not the link it was read through
+                    self.ckpt_path = self.model_name = self.model.pt_path = self.overrides["model"] = str(weights)
+                return None
         self.model = model
         self.ckpt = {"model": self.model}  # truthy: train() fine-tunes from these weights
         self.task = self.model.task

@@ -65,6 +65,8 @@ def test_model_yaml_errors_through_train_cli(tmp_path, capsys):
     (tmp_path / name).write_text(text)
     (tmp_path / "images/train").mkdir(parents=True)
     cv2.imwrite(str(tmp_path / "images/train/a.jpg"), np.zeros((32, 32, 3), np.uint8))
+    (tmp_path / "labels/train").mkdir(parents=True)
+    (tmp_path / "labels/train/a.txt").write_text("")  # a background image: the data is valid, the model is not
     data = tmp_path / "d.yaml"
     data.write_text(yaml.safe_dump({"path": str(tmp_path), "train": "images/train", "val": "images/train",
                                     "names": ["a"]}))

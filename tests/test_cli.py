@@ -1,5 +1,5 @@
 # SPD-YOLO, AGPL-3.0 license
-"""The four scripts' flags, help and bad input: a clear error naming what is wrong, exit 1, nothing written."""
+"""The four scripts' flags, help and what they share (their bad-input table: tests/test_preflight.py)."""
 
 import shutil
 import subprocess
@@ -50,111 +50,23 @@ def test_scripts_run_as_files_with_help_and_reject_unknown_flags(tmp_path):
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """A valid-looking data YAML, a real (untrained) checkpoint, a broken video and friends."""
+    """A valid-looking data YAML, a real (untrained) checkpoint and a folder of unreadable images. The bad-input table
+    of the four scripts is tests/test_preflight.py."""
     root = tmp_path_factory.mktemp("cli")
     (root / "images/train").mkdir(parents=True)
     (root / "images/val").mkdir(parents=True)
     for split in ("train", "val"):
         (root / f"images/{split}/a.jpg").write_bytes(b"")  # the folders must hold images
-    (root / "images/empty").mkdir(parents=True)
     good = root / "data.yaml"
     good.write_text(yaml.safe_dump({"path": str(root), "train": "images/train", "val": "images/val", "names": {0: "a"}}))
-    empty = root / "empty.yaml"
-    empty.write_text(yaml.safe_dump({"path": str(root), "train": "images/train", "val": "images/empty",
-                                     "names": {0: "a"}}))
-    no_val = root / "noval.yaml"
-    no_val.write_text(yaml.safe_dump({"path": str(root), "train": "images/train", "val": "images/missing",
-                                      "names": {0: "a"}}))
-    not_yaml = root / "broken.yaml"
-    not_yaml.write_text("names: [a\n  - : :")
-    hyp = root / "hyp.yaml"
-    hyp.write_text("lr0: 0.01\nlearning_rate: 0.1\n")
     from spd_yolo import YOLO
 
     weights = root / "m.pt"
     YOLO("yolov5n-SPD").save(weights)
-    video = root / "broken.mp4"
-    video.write_bytes(b"\x00" * 100)
-    listing = root / "list.txt"
-    listing.write_text(f"{root}/nothere.jpg\n")
-    notes = root / "notes.jpg"  # a text file named like an image
-    notes.write_text("shopping list\n")
     (root / "unreadable").mkdir()
     (root / "unreadable/a.jpg").write_text("not an image")
     (root / "unreadable/b.png").write_bytes(b"\x89PNG\r\n\x1a\n cut")
-    fake, truncated = root / "fake.pt", root / "trunc.pt"
-    fake.write_text("not a checkpoint")
-    truncated.write_bytes(weights.read_bytes()[:50000])
-    two = root / "two.yaml"
-    two.write_text(good.read_text().replace("0: a", "0: a\n  1: b"))
-    bad_hyp = root / "bad_hyp.yaml"
-    bad_hyp.write_text("lr0: 3.0\n")
-    return {"root": root, "notes": notes, "bad_hyp": bad_hyp, "good": good, "empty": empty, "fake": fake, "truncated": truncated, "two": two, "no_val": no_val, "not_yaml": not_yaml, "hyp": hyp, "weights": weights,
-            "video": video, "listing": listing}
-
-
-BAD = [
-    ("train", ["--cfg", "yolov5n-SPD", "--data", "{root}/missing.yaml"], "--data {root}/missing.yaml: file not found"),
-    ("train", ["--cfg", "yolov5n-SPD", "--data", "{no_val}"], "'val' path {root}/images/missing does not exist"),
-    ("train", ["--cfg", "yolov5n-SPD", "--data", "{not_yaml}"], "not valid YAML"),
-    ("train", ["--cfg", "yolov5n-SPD", "--data", "{empty}"], "'val' folder {root}/images/empty holds no image"),
-    ("train", ["--cfg", "yolov5q-SPD", "--data", "{good}"], "unknown SPD model 'yolov5q-SPD'"),
-    ("train", ["--cfg", "yolov5n-SPD", "--data", "{good}", "--img", "100"], "--imgsz 100: must be a positive multiple"),
-    ("train", ["--weights", "{root}/none.pt", "--data", "{good}"], "--weights {root}/none.pt: file not found"),
-    ("train", ["--cfg", "yolov5n-SPD", "--data", "{good}", "--hyp", "{hyp}"], "unknown hyperparameters learning_rate"),
-    ("train", ["--data", "{good}"], "give --cfg"),
-    ("train", ["--cfg", "yolov5n-SPD", "--data", "{good}", "--epochs", "0"], "--epochs 0: must be >= 1"),
-    ("train", ["--resume", "{root}/images"], "--resume {root}/images: {root}/images/weights/last.pt not found"),
-    ("val", ["--weights", "{root}/none.pt", "--data", "{good}"], "--weights {root}/none.pt: file not found"),
-    ("val", ["--weights", "{hyp}", "--data", "{good}"], "expected a .pt or .onnx file"),
-    ("val", ["--weights", "{weights}", "--data", "{good}", "--task", "test"], "no 'test' entry"),
-    ("val", ["--weights", "{fake}", "--data", "{good}"], "--weights {root}/fake.pt: not a PyTorch checkpoint"),
-    ("val", ["--weights", "{truncated}", "--data", "{good}"],
-     "--weights {root}/trunc.pt: truncated or damaged checkpoint"),
-    ("train", ["--weights", "{fake}", "--data", "{good}"], "--weights {root}/fake.pt: not a PyTorch checkpoint"),
-    ("train", ["--cfg", "yolov5n-SPD", "--data", "{good}", "--device", "7"], "--device 7: Invalid CUDA 'device=7'"),
-    ("train", ["--cfg", "yolov5n-SPD", "--data", "{good}", "--label-smoothing", "1.5"], "--label-smoothing 1.5: must"),
-    ("train", ["--cfg", "yolov5n-SPD", "--data", "{good}", "--hyp", "{bad_hyp}"],
-     "--hyp {root}/bad_hyp.yaml: lr0: 'lr0=3.0' is an invalid value"),
-    ("val", ["--weights", "{weights}", "--data", "{good}", "--device", "7"], "--device 7: Invalid CUDA 'device=7'"),
-    ("detect", ["--weights", "{weights}", "--source", "{good}", "--device", "7"], "--device 7: Invalid CUDA"),
-    ("detect", ["--weights", "{weights}", "--source", "{good}", "--conf-thres", "2"],
-     "--conf-thres 2.0: 'conf=2.0' is an invalid value. Valid 'conf' values are between 0.0 and 1.0"),
-    ("detect", ["--weights", "{weights}", "--source", "{good}", "--iou-thres", "-1"], "--iou-thres -1.0: 'iou=-1.0'"),
-    ("detect", ["--weights", "{weights}", "--source", "{good}", "--max-det", "0"], "--max-det 0: must be >= 1"),
-    ("detect", ["--weights", "{weights}", "--source", "{notes}"], "--source {root}/notes.jpg: no readable image"),
-    ("detect", ["--weights", "{weights}", "--source", "{root}/unreadable"], "--source {root}/unreadable: no readable"),
-    ("export", ["--weights", "{weights}", "--device", "7"], "--device 7: Invalid CUDA"),
-    ("val", ["--weights", "{weights}", "--data", "{two}"], "predicts 80 classes but --data {root}/two.yaml has 2"),
-    ("detect", ["--weights", "{truncated}", "--source", "{good}"],
-     "--weights {root}/trunc.pt: truncated or damaged checkpoint"),
-    ("val", ["--weights", "{weights}", "--data", "{good}", "--anno-json", "{root}/a.json"], "{root}/a.json: file not"),
-    ("detect", ["--weights", "{weights}", "--source", "{root}/nothing.jpg"], "--source {root}/nothing.jpg: no such"),
-    ("detect", ["--weights", "{weights}", "--source", "{root}/*.png"], "the glob matches no file"),
-    ("detect", ["--weights", "{weights}", "--source", "{video}"], "the video cannot be opened"),
-    ("detect", ["--weights", "{weights}", "--source", "{root}/images/empty"], "the folder is empty"),
-    ("detect", ["--weights", "{weights}", "--source", "{listing}"], "listed file {root}/nothere.jpg does not exist"),
-    ("detect", ["--weights", "{weights}", "--source", "{good}", "--vid-stride", "0"], "--vid-stride 0: must be >= 1"),
-    ("detect", ["--weights", "{weights}"], "--source is required"),
-    ("export", ["--weights", "{weights}", "--include", "tflite2"], "--include tflite2: unknown format"),
-    ("export", ["--weights", "{root}/m.onnx"], "expected a .pt file"),
-    ("export", ["--weights", "{weights}", "--img", "64", "64", "64"], "give one size or H W"),
-]
-
-
-@pytest.mark.parametrize("name,argv,message", BAD, ids=[f"{b[0]}:{b[2][:40]}" for b in BAD])
-def test_bad_input_clear_error_nothing_written(name, argv, message, files, tmp_path, capsys):
-    fill = {k: str(v) for k, v in files.items()}
-    argv = [a.format(**fill) for a in argv]
-    if name != "export":
-        argv += ["--project", str(tmp_path / "runs")]
-    before = sorted(p.name for p in files["root"].iterdir())
-    assert SCRIPTS[name].cli(argv) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and message.format(**fill) in err, err
-    assert not (tmp_path / "runs").exists()
-    assert sorted(p.name for p in files["root"].iterdir()) == before
-
+    return {"root": root, "good": good, "weights": weights}
 
 
 def test_a_folder_with_some_unreadable_files_warns_for_each_and_goes_on(files, tmp_path):

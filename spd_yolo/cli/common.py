@@ -1,8 +1,10 @@
 # SPD-YOLO, AGPL-3.0 license
 """What the four scripts share: YOLOv5-style flags, input checks that name the bad path, and clean exits.
 
-Every check here runs before ultralytics sees the input, so a missing file is reported as such (ultralytics would
-otherwise search its own folders or try to download a dataset or weights of that name).
+Every check here runs before ultralytics sees the input (before any run folder, model build or download), so a missing
+or broken file is reported as such (ultralytics would otherwise search its own folders, try to download a dataset or
+weights of that name, or fail with a traceback after the first epoch). A run that still fails before its first result
+removes the folders it made (`NewFolder`).
 """
 
 from __future__ import annotations
@@ -20,19 +22,24 @@ import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
 import cv2
 import yaml
 from PIL import Image
 from ultralytics.cfg import check_cfg
-from ultralytics.data.utils import IMG_FORMATS, VID_FORMATS
+from ultralytics.data.loaders import LoadImagesAndVideos
+from ultralytics.data.utils import DATASET_KEY_TYPES, IMG_FORMATS, VID_FORMATS, img2label_paths
+from ultralytics.nn.autobackend import check_class_names
 from ultralytics.nn.backends.base import BaseBackend
 from ultralytics.nn.tasks import guess_model_task
 from ultralytics.utils import DATASETS_DIR
+from ultralytics.utils.files import increment_path
+from ultralytics.utils.patches import imread
 from ultralytics.utils.torch_utils import select_device
 
+from spd_yolo import coco
 from spd_yolo.data.folders import check_classification_folders, find_split, is_image, resolve_root
 from spd_yolo.errors import CheckpointError, ClassificationDataError, CLIError, SPDError
 from spd_yolo.model import YOLO
@@ -50,7 +57,12 @@ __all__ = (
     "add_run_dir",
     "check_weights",
     "check_data_yaml",
+    "split_image_files",
+    "check_annotation_json",
     "check_source",
+    "check_classes",
+    "fixed_input_size",
+    "note_fixed_size",
     "stream_read_timeout",
     "run_main",
     "cfg_task",
@@ -59,7 +71,8 @@ __all__ = (
     "trained_imgsz",
     "check_device",
     "check_settings",
-    "remove_if_empty",
+    "NewFolder",
+    "run_folder",
 )
 
 VIDEO_SUFFIXES = {".asf", ".avi", ".gif", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".ts", ".wmv", ".webm"}
@@ -164,10 +177,28 @@ def check_settings(overrides: dict, hyp: str | None = None) -> None:
         raise CLIError(f"{where}: {' '.join(str(e).split())}") from None
 
 
-def remove_if_empty(folder: str | Path | None) -> None:
-    """Delete `folder` if it holds no file at all (a run folder a failed run created), else leave it."""
-    if folder and Path(folder).is_dir() and not any(p.is_file() for p in Path(folder).rglob("*")):
-        shutil.rmtree(folder)
+def run_folder(project: str, name: str, exist_ok: bool) -> Path:
+    """The folder ultralytics will make for a run in PROJECT/NAME (NAME, NAME-2, ... unless `exist_ok`)."""
+    return increment_path(Path(project).resolve() / name, exist_ok=exist_ok)
+
+
+class NewFolder:
+    """What a run writing to `folder` creates: the topmost part of its path that does not exist yet (the run folder,
+    and its project folder too if that is new). `remove()` deletes exactly that, so a run that fails before its first
+    result leaves nothing behind, while folders that existed before (--exist-ok, a shared project) are never touched.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder).resolve()
+        self.top = None
+        for p in (self.folder, *self.folder.parents):
+            if p.exists():
+                break
+            self.top = p
+
+    def remove(self) -> None:
+        if self.top is not None and self.top.is_dir():
+            shutil.rmtree(self.top, ignore_errors=True)
 
 
 def add_strided_spd(parser: argparse.ArgumentParser, what: str) -> None:
@@ -198,55 +229,203 @@ def data_names(path: str) -> dict:
     return {i: str(i) for i in range(int(data.get("nc") or 0))}
 
 
-def check_data_yaml(path: str | None, splits: tuple[str, ...]) -> str:
-    """The data YAML must exist and name existing image folders/lists for `splits`; nothing is downloaded."""
+def _read_data_yaml(path: str | None, flag: str) -> tuple[Path, dict]:
+    """The data YAML `path` read and checked as ultralytics' `check_det_dataset` checks it (key types, nc and names),
+    without its download and font steps; each problem is a CLIError naming `flag` and the file."""
     if not path:
-        raise CLIError("--data is required: a dataset YAML (path, train, val, names), e.g. datasets/spd-demo/data.yaml")
+        raise CLIError(f"{flag} is required: a dataset YAML (path, train, val, names), e.g. datasets/spd-demo/data.yaml")
     p = Path(path)
     if not p.is_file():
-        raise CLIError(f"--data {path}: file not found (datasets are never downloaded; give a local data YAML)")
+        raise CLIError(f"{flag} {path}: file not found (datasets are never downloaded; give a local data YAML)")
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
-        raise CLIError(f"--data {path}: not valid YAML ({e})") from None
-    if not isinstance(data, dict) or "names" not in data and "nc" not in data:
-        raise CLIError(f"--data {path}: expected a mapping with 'names' (and 'path', 'train', 'val')")
+        raise CLIError(f"{flag} {path}: not valid YAML ({e})") from None
+    if not isinstance(data, dict) or data.get("names") is None and "nc" not in data:
+        raise CLIError(f"{flag} {path}: expected a mapping with 'names' (and 'path', 'train', 'val')")
+    for key, types in DATASET_KEY_TYPES.items():  # ultralytics' own table of key types
+        if data.get(key) is not None and not isinstance(data[key], types):
+            expected = " or ".join(t.__name__ for t in types)
+            raise CLIError(f"{flag} {path}: '{key}' must be a {expected}, not {type(data[key]).__name__} "
+                           f"({key}: {data[key]!r})")
+    nc, names = data.get("nc"), data.get("names")
+    if "nc" in data and not isinstance(nc, int):
+        try:  # as ultralytics: integer-like values (10.0, '10') are accepted
+            if float(nc) != int(float(nc)):
+                raise ValueError
+            nc = int(float(nc))
+        except (TypeError, ValueError):
+            raise CLIError(f"{flag} {path}: 'nc: {nc}' must be an integer (the number of classes)") from None
+    if names is not None and nc is not None and len(names) != nc:
+        raise CLIError(f"{flag} {path}: 'names' length {len(names)} and 'nc: {nc}' must match")
+    try:
+        check_class_names(names if names is not None else [f"class_{i}" for i in range(nc)])
+    except (KeyError, ValueError, TypeError) as e:  # e.g. names {0: a, 5: b}: indices must be 0..n-1
+        why = e.args[0] if isinstance(e, KeyError) and e.args else e  # a KeyError's str() is quoted
+        raise CLIError(f"{flag} {path}: 'names': {why}") from None
+    return p, data
 
-    root = Path(data.get("path") or p.parent)  # relative: from the working directory, else ultralytics' datasets dir
+
+def _data_root(p: Path, data: dict) -> Path:
+    """The dataset root as ultralytics resolves it: 'path' (relative: from the working directory if it exists there,
+    else from ultralytics' datasets folder), else the YAML's folder."""
+    root = Path(data.get("path") or p.parent)
     if not root.is_absolute():
         root = root.resolve() if root.exists() else (DATASETS_DIR / root).resolve()
+    return root
+
+
+def _split_targets(root: Path, entry) -> list[Path]:
+    """The folders / .txt lists a split entry names, as ultralytics resolves them (a '../' that misses is retried
+    without it)."""
+    targets = []
+    for item in map(str, entry if isinstance(entry, list) else [entry]):
+        target = Path(item) if Path(item).is_absolute() else (root / item).resolve()
+        if not target.exists() and str(item).startswith("../"):
+            target = (root / str(item)[3:]).resolve()
+        targets.append(target)
+    return targets
+
+
+def _iter_image_files(targets: list[Path]) -> Iterator[str]:
+    """The image files of a split, found as ultralytics' datasets find them (folders recursively, .txt lists with
+    './' relative to the list), one at a time."""
+    for t in targets:
+        if t.is_dir():
+            files = glob.iglob(str(t / "**" / "*.*"), recursive=True)
+        elif t.is_file():
+            parent = str(t.parent) + os.sep
+            files = (x.replace("./", parent) if x.startswith("./") else x for x in t.read_text().strip().splitlines())
+        else:
+            continue
+        yield from (x.replace("/", os.sep) for x in files if x.rpartition(".")[-1].lower() in IMG_FORMATS)
+
+
+def _image_files(targets: list[Path]) -> list[str]:
+    """`_iter_image_files`, sorted (the dataset's order)."""
+    return sorted(_iter_image_files(targets))
+
+
+def split_image_files(path: str, split: str) -> tuple[Path, list[str]]:
+    """(the dataset root, the image files of `split`) of a data YAML that `check_data_yaml` accepted."""
+    p, data = _read_data_yaml(path, "--data")
+    root = _data_root(p, data)
+    entry = data.get(split)
+    return root, _image_files(_split_targets(root, entry)) if entry else []
+
+
+def _check_labels(where: str, split: str, targets: list[Path]) -> None:
+    """Some image of the split must have its YOLO label file (images/.../a.jpg -> labels/.../a.txt; ultralytics stops
+    with "No labels found" in a cache file that does not exist otherwise). Empty label files are backgrounds. Stops at
+    the first image that has one."""
+    first = None
+    for image in _iter_image_files(targets):
+        label = img2label_paths([image])[0]
+        if os.path.isfile(label):
+            return
+        first = first or (image, Path(label))
+    if first is None:
+        return
+    image, label = first
+    if not label.parent.is_dir():
+        raise CLIError(f"{where}: no labels for the '{split}' images: the labels folder {label.parent} does not exist "
+                       f"(YOLO labels: one .txt per image, images/.../a.jpg -> labels/.../a.txt)")
+    raise CLIError(f"{where}: the labels folder {label.parent} has no label file for the '{split}' images (expected "
+                   f"e.g. {label.name} for {Path(image).name})")
+
+
+def check_data_yaml(path: str | None, splits: tuple[str, ...], labels: bool | tuple[str, ...] = True,
+                    flag: str = "--data") -> str:
+    """The data YAML must exist, pass ultralytics' checks of its keys (types, nc and names), and name existing image
+    folders/lists for `splits` whose images have YOLO labels (for `labels`: all of `splits` if True, else those
+    listed); nothing is downloaded. Errors name `flag`, the file and what is expected."""
+    p, data = _read_data_yaml(path, flag)
+    root = _data_root(p, data)
+    labelled = splits if labels is True else labels or ()
     for split in splits:
         entry = data.get(split)
         if not entry:
-            raise CLIError(f"--data {path}: no '{split}' entry (a folder of images, a .txt list or a list of these)")
-        for item in entry if isinstance(entry, list) else [entry]:
-            target = Path(item) if Path(item).is_absolute() else root / item
+            raise CLIError(f"{flag} {path}: no '{split}' entry (a folder of images, a .txt list or a list of these)")
+        targets = _split_targets(root, entry)
+        for target in targets:
             if not target.exists():
-                raise CLIError(f"--data {path}: '{split}' path {target} does not exist")
+                raise CLIError(f"{flag} {path}: '{split}' path {target} does not exist")
             if target.is_dir() and not any(f.suffix[1:].lower() in IMG_FORMATS for f in target.rglob("*")):
-                raise CLIError(f"--data {path}: '{split}' folder {target} holds no image ({', '.join(sorted(IMG_FORMATS))})")
+                raise CLIError(f"{flag} {path}: '{split}' folder {target} holds no image ({', '.join(sorted(IMG_FORMATS))})")
+        if split in labelled:
+            _check_labels(f"{flag} {path}", split, targets)
     return str(p)
 
 
+def check_annotation_json(anno: str | Path, images: list[str], where: str) -> dict:
+    """Read a COCO annotation file before any inference (`spd_yolo.coco.read_annotation_file`): not JSON, not a COCO
+    dataset, or naming none of `images` is a CLIError "`where` <file>: why" (`where`: the flag or data YAML that led
+    to the file)."""
+    try:
+        return coco.read_annotation_file(anno, images)
+    except ValueError as e:
+        raise CLIError(f"{where} {e}") from None
+
+
+def check_classes(classes: list[int] | None, names: dict, weights: str) -> None:
+    """--classes must be class ids of the model (0 .. nc-1)."""
+    bad = [c for c in classes or () if not 0 <= c < len(names)]
+    if bad:
+        raise CLIError(f"--classes {' '.join(map(str, bad))}: the model {weights} has classes 0-{len(names) - 1} "
+                       f"({', '.join(f'{i} {n}' for i, n in list(names.items())[:5])}{', ...' if len(names) > 5 else ''})")
+
+
+def fixed_input_size(weights: str) -> list[int] | None:
+    """[H, W] an exported model's input is fixed to (exported without --dynamic), None for a .pt or a dynamic export."""
+    if str(weights).endswith(".pt"):
+        return None
+    meta = BaseBackend.read_metadata(weights)
+    options = meta.get("args") or {}
+    if isinstance(options, str):
+        try:
+            options = ast.literal_eval(options)
+        except (ValueError, SyntaxError):
+            options = {}
+    imgsz = meta.get("imgsz")
+    if isinstance(imgsz, str):
+        try:
+            imgsz = ast.literal_eval(imgsz)
+        except (ValueError, SyntaxError):
+            return None
+    if not imgsz or (isinstance(options, dict) and options.get("dynamic")):
+        return None
+    imgsz = [int(v) for v in (imgsz if isinstance(imgsz, (list, tuple)) else [imgsz, imgsz])]
+    return imgsz * 2 if len(imgsz) == 1 else imgsz
+
+
+def note_fixed_size(imgsz: int | None, weights: str) -> int | list[int] | None:
+    """The input size an export is fixed to (None if it is not); if --imgsz asked for another one, one note says it is
+    not used (ultralytics runs the export at its own size without a word)."""
+    fixed = fixed_input_size(weights)
+    if fixed is None:
+        return None
+    h, w = fixed
+    if imgsz is not None and [imgsz, imgsz] != fixed:
+        print(f"note: --imgsz {imgsz} is not used: {weights} was exported with a fixed {w}x{h} (W x H) input and runs "
+              f"at that size (export with --dynamic to choose the size when it runs)", file=sys.stderr)
+    return h if h == w else fixed
+
+
 def check_source(source: str) -> str:
-    """An image, folder, glob, video, .txt list, webcam index or stream URL; local paths must exist and open, a stream
-    URL must answer (`check_stream`)."""
+    """An image, folder, glob, video, .txt list, webcam index or stream URL; local paths must exist and hold an image or
+    video that can be read, a webcam must open, a stream URL must answer (`check_stream`)."""
     if source.isnumeric():
-        return source  # webcam index: opened by ultralytics
+        return check_camera(source)
     if source.lower().startswith(STREAM_PREFIXES):
         return check_stream(source)
     p = Path(source)
     if any(c in source for c in "*?["):
         if not glob.glob(source, recursive=True):
             raise CLIError(f"--source {source}: the glob matches no file")
-        return source
-    if not p.exists():
+    elif not p.exists():
         raise CLIError(f"--source {source}: no such file or folder")
     if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES:
-        cap = cv2.VideoCapture(str(p))
-        ok = cap.isOpened() and cap.read()[0]
-        cap.release()
-        if not ok:
+        if not _video_readable(str(p)):
             raise CLIError(f"--source {source}: the video cannot be opened or has no frame")
     if p.is_file() and p.suffix.lower() == ".txt":
         missing = [line for line in p.read_text().split() if line and not Path(line).exists()]
@@ -261,6 +440,51 @@ def check_source(source: str) -> str:
                 f"a recursive glob such as '{p / '**' / '*.*'}'"
             )
         raise CLIError(f"--source {source}: the folder is empty")
+    if p.suffix.lower() != ".streams":
+        _check_readable(source)
+    return source
+
+
+def _video_readable(path: str) -> bool:
+    cap = cv2.VideoCapture(path)
+    try:
+        return bool(cap.isOpened() and cap.read()[0])
+    finally:
+        cap.release()
+
+
+def _check_readable(source: str) -> None:
+    """The files ultralytics' loader would read from `source` (its own file list) must include one image or video it
+    can decode: else the run would make its folder, read nothing and say where it saved it. Stops at the first that
+    reads (one decode for a normal source); unreadable ones before it are ultralytics' to warn about."""
+    try:
+        loader = LoadImagesAndVideos(source)
+    except FileNotFoundError as e:
+        raise CLIError(f"--source {source}: {str(e).split('. ')[0]}") from None
+    loader.close()
+    for path, video in zip(loader.files, loader.video_flag):
+        if _video_readable(path) if video else imread(path) is not None:
+            return
+    what = "the file cannot be decoded as an image or video" if len(loader.files) == 1 else (
+        f"none of its {len(loader.files)} image/video files can be decoded")
+    raise CLIError(f"--source {source}: no readable image or video frame ({what})")
+
+
+def check_camera(source: str) -> str:
+    """A webcam index must open (ultralytics fails with OpenCV warnings and a ConnectionError traceback otherwise);
+    OpenCV's own log lines are silenced while it tries."""
+    log = cv2.utils.logging
+    level = log.getLogLevel()
+    log.setLogLevel(log.LOG_LEVEL_SILENT)
+    try:
+        cap = cv2.VideoCapture(int(source))
+        ok = cap.isOpened()
+        cap.release()
+    finally:
+        log.setLogLevel(level)
+    if not ok:
+        raise CLIError(f"--source {source}: cannot open camera {source} (no such webcam on this machine, or it is in "
+                       f"use)")
     return source
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 from ultralytics.utils import TQDM
@@ -34,17 +35,19 @@ from ultralytics.utils import TQDM
 from spd_yolo.cli.common import (
     CLIError,
     HelpFormatter,
+    NewFolder,
     add_device,
     add_imgsz,
     add_run_dir,
     add_strided_spd,
+    check_classes,
     check_device,
     check_imgsz,
     check_settings,
     check_source,
     check_weights,
     load_model,
-    remove_if_empty,
+    note_fixed_size,
     run_main,
     script_name,
     stream_read_timeout,
@@ -189,7 +192,11 @@ def slice_note(message: str) -> None:
 
 
 def inference_size(args_imgsz, model, weights: str):
-    """Each slice's inference size: --imgsz, else an export's own size, else 640."""
+    """Each slice's inference size: an export's fixed size (a note if --imgsz asked for another), else --imgsz, else
+    an export's own size, else 640."""
+    fixed = note_fixed_size(args_imgsz, weights)
+    if fixed is not None:
+        return fixed
     if args_imgsz is not None:
         return args_imgsz
     return (None if weights.endswith(".pt") else trained_imgsz(model, weights)) or 640
@@ -233,17 +240,19 @@ def _detect(args: argparse.Namespace) -> int:
     if args.strided_spd and not weights.endswith(".pt"):
         raise CLIError(f"--strided-spd rewrites a .pt model; {weights} is already exported (export it with "
                        "export.py --strided-spd instead)")
-    new_project = not Path(args.project).exists()  # removed again if the run reads nothing
     model = load_model(weights)
     if args.strided_spd:
         strided_spd(model)
+    if model.task == "detect":
+        check_classes(args.classes, model.names, weights)
     if settings is not None:
-        return _detect_sliced(model, weights, source, settings, args, new_project)
+        return _detect_sliced(model, weights, source, settings, args)
     if model.task == "classify":
-        return _classify(model, weights, source, args, new_project)
+        return _classify(model, weights, source, args)
+    imgsz = note_fixed_size(args.imgsz, weights) or args.imgsz or 640
     results = model.predict(
         source=source,
-        imgsz=640 if args.imgsz is None else args.imgsz,
+        imgsz=imgsz,
         conf=args.conf_thres,
         iou=args.iou_thres,
         max_det=args.max_det,
@@ -253,15 +262,16 @@ def _detect(args: argparse.Namespace) -> int:
         **_common_options(args),
     )
     n_items = n_boxes = 0
-    for r in results:  # a generator: one result at a time, nothing accumulated
-        n_items += 1
-        n_boxes += len(r.boxes) if r.boxes is not None else 0
-    save_dir = _check_any_read(n_items, source, _save_dir(model.predictor), args.project if new_project else None)
+    with _first_result(model.predictor, source) as count:
+        for r in results:  # a generator: one result at a time, nothing accumulated
+            n_items = count()
+            n_boxes += len(r.boxes) if r.boxes is not None else 0
+    save_dir = _save_dir(model.predictor)
     print(f"{n_items} images/frames, {n_boxes} detections" + (f"; results saved to {save_dir}" if save_dir else ""))
     return 0
 
 
-def _detect_sliced(model, weights: str, source: str, settings: SliceSettings, args, new_project: bool) -> int:
+def _detect_sliced(model, weights: str, source: str, settings: SliceSettings, args) -> int:
     """detect.py --slice: the same outputs as a plain run, from sliced inference (spd_yolo.slicing)."""
     imgsz = inference_size(args.imgsz, model, weights)
     detector = sliced_detector(model, weights, settings, args, imgsz, classes=args.classes,
@@ -270,10 +280,11 @@ def _detect_sliced(model, weights: str, source: str, settings: SliceSettings, ar
     predictor = SlicedPredictor(detector, overrides={**options, "imgsz": imgsz, "conf": args.conf_thres,
                                                      "save_crop": args.save_crop})
     n_items = n_boxes = 0
-    for r in predictor.stream(source, model.model):  # one frame at a time, nothing accumulated
-        n_items += 1
-        n_boxes += len(r.boxes)
-    save_dir = _check_any_read(n_items, source, _save_dir(predictor), args.project if new_project else None)
+    with _first_result(predictor, source) as count:
+        for r in predictor.stream(source, model.model):  # one frame at a time, nothing accumulated
+            n_items = count()
+            n_boxes += len(r.boxes)
+    save_dir = _save_dir(predictor)
     print(f"{n_items} images/frames, {n_boxes} detections (sliced)" +
           (f"; results saved to {save_dir}" if save_dir else ""))
     return 0
@@ -283,15 +294,31 @@ def _save_dir(predictor):
     return predictor.save_dir if predictor else None
 
 
-def _check_any_read(n_items: int, source: str, save_dir, new_project: str | None):
-    """The run's output folder; a source of which no image or frame could be read is an error (ultralytics has warned
-    for each unreadable file), and the empty folders the run made (its own, and `new_project`) are removed."""
-    if n_items == 0:
-        remove_if_empty(save_dir)
-        remove_if_empty(new_project)
+@contextmanager
+def _first_result(predictor, source: str):
+    """Around a run's loop over its results (the block calls the yielded counter once per result): a run that fails,
+    is interrupted or reads no image or frame before its first result removes the folders it made (its run folder,
+    and its project folder if new). A source of which nothing could be read is an error (ultralytics has warned for
+    each unreadable file); `check_source` has found a file that reads before the run, so that is left to a source that
+    changed meanwhile or a stream that sent nothing."""
+    made = NewFolder(predictor.save_dir)
+    n = 0
+
+    def count() -> int:
+        nonlocal n
+        n += 1
+        return n
+
+    try:
+        yield count
+    except BaseException:
+        if n == 0:
+            made.remove()
+        raise
+    if n == 0:
+        made.remove()
         raise CLIError(f"--source {source}: no readable image or video frame (files that are not images or videos, "
                        f"or damaged ones, are skipped)")
-    return save_dir
 
 
 def _common_options(args) -> dict:
@@ -315,17 +342,18 @@ def _common_options(args) -> dict:
     )
 
 
-def _classify(model, weights: str, source: str, args, new_project: bool) -> int:
+def _classify(model, weights: str, source: str, args) -> int:
     """Classify every image/frame; print how many and the most frequent top-1 classes."""
-    results = model.predict(
-        source=source, imgsz=args.imgsz or trained_imgsz(model, weights) or 224, **_common_options(args)
-    )
+    imgsz = note_fixed_size(args.imgsz, weights) or args.imgsz or trained_imgsz(model, weights) or 224
+    results = model.predict(source=source, imgsz=imgsz, **_common_options(args))
     top1 = Counter()
-    for r in results:  # a generator: one result at a time, only the counts are kept
-        top1[r.names[r.probs.top1]] += 1
+    with _first_result(model.predictor, source) as count:
+        for r in results:  # a generator: one result at a time, only the counts are kept
+            count()
+            top1[r.names[r.probs.top1]] += 1
     n_items = sum(top1.values())
     common = ", ".join(f"{name} {n}" for name, n in top1.most_common(5))
-    save_dir = _check_any_read(n_items, source, _save_dir(model.predictor), args.project if new_project else None)
+    save_dir = _save_dir(model.predictor)
     print(
         f"{n_items} images/frames classified" + (f", top-1: {common}" if common else "")
         + (f"; results saved to {save_dir}" if save_dir else "")

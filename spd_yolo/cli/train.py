@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 import yaml
@@ -35,10 +36,12 @@ from ultralytics.utils import LOGGER
 from spd_yolo.cli.common import (
     CLIError,
     HelpFormatter,
+    NewFolder,
     add_device,
     add_imgsz,
     add_run_dir,
     cfg_task,
+    check_annotation_json,
     check_cls_data,
     check_data_yaml,
     check_device,
@@ -46,11 +49,15 @@ from spd_yolo.cli.common import (
     check_settings,
     check_weights,
     cls_imgsz_from_data,
+    data_names,
     load_model,
     parse_freeze,
+    run_folder,
     run_main,
     script_name,
+    split_image_files,
 )
+from spd_yolo.coco import category_map, find_annotation_file
 from spd_yolo.engine import FITNESS, FITNESS_KEY, SPDClassificationTrainer, SPDDetectionTrainer, label_smoothing
 from spd_yolo.errors import FitnessError
 from spd_yolo.model import YOLO
@@ -92,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_dir(p, "runs/train")
     p.add_argument(
         "--resume", nargs="?", const=True, default=False, metavar="PATH",
-        help="resume an interrupted run: its last.pt or run folder (no PATH: the latest run under PROJECT)",
+        help="resume an interrupted run: its last.pt or run folder (no PATH: the latest run under PROJECT). It "
+        "continues with the settings it started with; only --device, --workers and --data (the dataset moved) may "
+        "be given with it",
     )
     p.add_argument("--seed", type=int, default=0, help="global training seed")
     p.add_argument("--optimizer", default="auto", choices=OPTIMIZERS, help="optimizer")
@@ -155,6 +164,71 @@ def load_hyp(path: str) -> dict:
     return {k: v for k, v in hyp.items() if k not in YOLOV5_ONLY_HYP}
 
 
+# --resume continues a run with its own settings; these flags may come with it (ultralytics applies them on resume).
+RESUME_FLAGS = {"resume", "project", "device", "workers", "data", "fitness", "coco_metrics"}
+
+
+def given_flags(argv: list[str] | None) -> dict[str, str]:
+    """dest -> the flag as written in --help (its first option string), for every flag on the command line."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    given = vars(parser.parse_args(argv))
+    return {a.dest: a.option_strings[0] for a in parser._actions if a.dest in given and a.option_strings}
+
+
+def check_resumable(model, last: str, resume) -> None:
+    """The checkpoint --resume names must be an interrupted run's: a finished run (its checkpoints are stripped of
+    the optimizer, epoch -1), a checkpoint of the last epoch, best.pt or a file that is not a training checkpoint is
+    refused with the way forward (ultralytics would warn and start a new run on its own default dataset)."""
+    ckpt, path = model.ckpt or {}, Path(last)
+    run = path.parent.parent if path.parent.name == "weights" else None
+    train_args = ckpt.get("train_args") or {}
+    total, epoch = train_args.get("epochs"), ckpt.get("epoch", -1)
+    if not train_args:
+        raise CLIError(f"--resume {resume}: {last} is not a training checkpoint (no epoch or optimizer state): nothing "
+                       f"to resume; to train from its weights, give --weights {last}")
+    if epoch is None or epoch < 0 or ckpt.get("optimizer") is None or total and epoch + 1 >= total:
+        done = epoch + 1 if epoch is not None and epoch >= 0 else _epochs_logged(run)
+        best = run / "weights" / "best.pt" if run is not None and (run / "weights" / "best.pt").is_file() else path
+        where = (f"the latest run, {run or last}," if resume is True else "the run") + " finished" + (
+            f" (epoch {done}/{total})" if done and total else "")
+        raise CLIError(f"--resume {resume}: {where}: nothing to resume; to train further, start a new run from its "
+                       f"weights with --weights {best}")
+    if path.name == "best.pt":
+        raise CLIError(f"--resume {resume}: best.pt holds the best epoch's weights, not where training stopped; resume "
+                       f"from the run folder or its last.pt ({path.with_name('last.pt')})")
+
+
+def _epochs_logged(run: Path | None) -> int | None:
+    """Epochs a run's results.csv lists (a finished run's checkpoints no longer say)."""
+    csv = run / "results.csv" if run is not None else None
+    if csv is None or not csv.is_file():
+        return None
+    return max(0, len(csv.read_text(encoding="utf-8").strip().splitlines()) - 1)
+
+
+def check_resume_flags(given: dict[str, str], args, model, last: str) -> None:
+    """Flags --resume cannot apply are refused, all of them in one line, never ignored (ultralytics ignores most with
+    a warning, and --epochs without one)."""
+    run_args = (model.ckpt or {}).get("train_args") or {}
+    keys = {"batch_size": "batch", "noval": "val", "noplots": "plots"}
+    refused, theirs = [], []
+    for dest, flag in given.items():
+        if dest in RESUME_FLAGS and not (dest == "project" and args.resume is not True):
+            continue
+        value = getattr(args, dest)
+        refused.append(flag if isinstance(value, bool) else
+                       f"{flag} {' '.join(map(str, value)) if isinstance(value, list) else value}")
+        if keys.get(dest, dest) in run_args:
+            theirs.append(f"{keys.get(dest, dest)}={run_args[keys.get(dest, dest)]}")
+    if refused:
+        text, run_values = " ".join(refused), f" ({', '.join(theirs)})" if theirs else ""
+        raise CLIError(f"{text}: --resume continues the run with the settings it started with{run_values}; only "
+                       f"--device, --workers and --data may come with it. To change them, start a new run from its "
+                       f"weights: --weights {last} {text}")
+
+
 def resume_checkpoint(resume, project: str) -> str:
     """--resume value -> the last.pt to continue from."""
     if resume is True:
@@ -172,9 +246,22 @@ def resume_checkpoint(resume, project: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.resume:
-        model = load_model(resume_checkpoint(args.resume, args.project), flag="--resume")
+        last = resume_checkpoint(args.resume, args.project)
+        model = load_model(last, flag="--resume")
+        check_resumable(model, last, args.resume)
+        given = given_flags(argv)
+        check_resume_flags(given, args, model, last)
+        check_device(args.device)
+        honoured = {k: getattr(args, k) for k in ("device", "workers") if k in given}
         if model.task == "classify":
-            return _train(model, resume=True, trainer=SPDClassificationTrainer)
+            if args.data:
+                honoured["data"], _ = check_cls_data(args.data, ("train", "val"))
+            return _train(model, resume=True, trainer=SPDClassificationTrainer, **honoured)
+        run_data = ((model.ckpt or {}).get("train_args") or {}).get("data")
+        if args.data:
+            honoured["data"] = check_data_yaml(args.data, ("train", "val"))
+        else:
+            check_data_yaml(run_data, ("train", "val"), flag=f"--resume {args.resume}: the run's data YAML")
         saved = (model.ckpt or {}).get(FITNESS_KEY) or {"name": "default", "coco_metrics": False}
         changed = args.fitness not in (None, saved["name"]) or args.coco_metrics and not saved["coco_metrics"]
         if changed:
@@ -183,8 +270,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"{flag}: a resumed run keeps the settings it started with (--fitness {saved['name']}"
                 f"{', --coco-metrics' if saved['coco_metrics'] else ''}); start a new run to change them"
             )
+        if saved["coco_metrics"]:
+            check_val_annotations(args.data or run_data, model.names)
         trainer = SPDDetectionTrainer.configured(saved["name"], saved["coco_metrics"])
-        return _train(model, resume=True, trainer=trainer, callbacks=[("on_pretrain_routine_end", _check_fitness)])
+        return _train(model, resume=True, trainer=trainer, callbacks=[("on_pretrain_routine_end", _check_fitness)],
+                      **honoured)
 
     if args.imgsz is not None:
         check_imgsz(args.imgsz)
@@ -218,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--imgsz not given: training at {args.imgsz} (the training images' size, rounded up to 32)")
     else:
         data = check_data_yaml(args.data, ("train", "val"))
+        if args.coco_metrics or FITNESS[args.fitness or "default"]:
+            check_val_annotations(data, data_names(data))
         args.imgsz = 640 if args.imgsz is None else args.imgsz
     overrides = load_hyp(args.hyp) if args.hyp else {}
     model = model or YOLO(resolve_model_yaml(args.cfg))
@@ -263,20 +355,53 @@ def _check_fitness(trainer) -> None:
         raise CLIError(f"--fitness {trainer.fitness_name}: {e}") from None
 
 
+def check_val_annotations(data: str, names: dict) -> None:
+    """With COCO metrics each epoch's validation reads the dataset's official annotation file if it ships one
+    (annotations/instances_<val folder>.json): it must be valid, list the validation images and map onto the classes
+    before the first epoch trains, not fail after it."""
+    root, images = split_image_files(data, "val")
+    anno = find_annotation_file(root, Path(images[0]).parent.name) if images else None
+    if anno is None:
+        return
+    where = f"--data {data}: its 'val' annotation file"
+    gt = check_annotation_json(anno, images, where)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a by-order mapping warns again when the metrics run
+            category_map(names, gt["categories"])
+    except ValueError as e:
+        raise CLIError(f"{where} {anno}: {e}") from None
+
+
 def _train(model, callbacks=(), **kwargs) -> int:
-    """Run the training; on Ctrl-C say how to resume (last.pt is only ever replaced atomically, so it is intact)."""
+    """Run the training; on Ctrl-C say how to resume (last.pt is only ever replaced atomically, so it is intact).
+    A new run that fails or is interrupted before its first checkpoint removes the folders it made (a resumed run's
+    folder is the user's and is kept)."""
     for event, callback in callbacks:
         model.add_callback(event, callback)
+    made = None if kwargs.get("resume") else NewFolder(run_folder(kwargs["project"], kwargs["name"], kwargs["exist_ok"]))
+
+    def nothing_to_resume() -> bool:
+        trainer = model.trainer
+        last = Path(trainer.last) if trainer is not None else made.folder / "weights" / "last.pt" if made else None
+        if last is not None and last.is_file():
+            return False
+        if made is not None:
+            made.remove()
+        return True
+
     try:
         model.train(**kwargs)
     except KeyboardInterrupt:
-        trainer = model.trainer
-        if trainer is not None and Path(trainer.last).is_file():
-            resume = script_name("python train.py")
-            print(f"training interrupted: resume with  {resume} --resume {trainer.save_dir}", file=sys.stderr)
-        else:
+        if nothing_to_resume():
             print("training interrupted before the first epoch ended: nothing to resume", file=sys.stderr)
+        else:
+            resume = script_name("python train.py")
+            print(f"training interrupted: resume with  {resume} --resume {model.trainer.save_dir}", file=sys.stderr)
         return 130
+    except BaseException:
+        nothing_to_resume()
+        raise
     print(f"Results saved to {model.trainer.save_dir}")
     return 0
 

@@ -27,16 +27,17 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
+import warnings
 from pathlib import Path
-
-from ultralytics.utils.files import increment_path
 
 from spd_yolo.cli.common import (
     CLIError,
     HelpFormatter,
+    NewFolder,
     add_device,
     add_imgsz,
     add_run_dir,
+    check_annotation_json,
     check_cls_data,
     check_data_yaml,
     check_device,
@@ -44,13 +45,15 @@ from spd_yolo.cli.common import (
     check_weights,
     data_names,
     load_model,
-    remove_if_empty,
+    note_fixed_size,
+    run_folder,
     run_main,
     script_name,
+    split_image_files,
     trained_imgsz,
 )
 from spd_yolo.cli.detect import add_slice_args, inference_size, slice_settings, sliced_detector
-from spd_yolo.coco import BACKENDS, check_backend, format_table
+from spd_yolo.coco import BACKENDS, category_map, check_backend, find_annotation_file, format_table
 from spd_yolo.engine import SPDClassificationValidator, SPDDetectionValidator
 from spd_yolo.slicing import sliced_coco_eval
 
@@ -109,30 +112,49 @@ def main(argv: list[str] | None = None) -> int:
             return _val_classifier(model, weights, args)
         raise CLIError(f"--data {args.data}: a folder, but --weights {weights} is a '{model.task}' model, which "
                        f"needs a dataset YAML (path, train, val, names)")
-    data = check_data_yaml(args.data, (args.task,))
-    imgsz_given = args.imgsz
-    args.imgsz = 640 if args.imgsz is None else args.imgsz
     if args.anno_json and not Path(args.anno_json).is_file():
         raise CLIError(f"--anno-json {args.anno_json}: file not found")
+    anno = _annotation_file(args)
+    data = check_data_yaml(args.data, (args.task,), labels=False)
+    imgsz_given = args.imgsz
+    args.imgsz = 640 if args.imgsz is None else args.imgsz
     if not 0 <= args.conf_thres <= 1 or not 0 <= args.iou_thres <= 1:
         raise CLIError("--conf-thres and --iou-thres must be between 0 and 1")
+    gt = check_annotation_json(anno[0], anno[1], anno[2]) if anno else None
     model = load_model(weights)
     if model.task == "classify":
         raise CLIError(
             f"--weights {weights} is a classifier: --data must be an image folder (val/<class>/...), not {data}"
         )
+    if anno is None:  # a detector's ground truth: the YOLO labels (else the official annotation file)
+        check_data_yaml(data, (args.task,))
     names = data_names(data)
     if not args.single_cls and len(model.names) != len(names):
         raise CLIError(
             f"--weights {weights} predicts {len(model.names)} classes but --data {data} has {len(names)}: "
             f"validate on the data it was trained for (or use --single-cls)"
         )
+    if gt is not None and not args.single_cls:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a by-order mapping warns again when the metrics run
+                category_map(model.names, gt["categories"])
+        except ValueError as e:
+            raise CLIError(f"{anno[2]} {anno[0]}: {e}") from None
     if settings is not None:
         return _val_sliced(model, weights, data, settings, args, inference_size(imgsz_given, model, weights))
+    imgsz = note_fixed_size(imgsz_given, weights)
+    if imgsz is not None:
+        args.imgsz = imgsz
+    made = NewFolder(run_folder(args.project, args.name, args.exist_ok))
     try:
         metrics = _val(model, args, data)
     except ValueError as e:  # e.g. an annotation file that does not match the dataset or the model's classes
+        made.remove()
         raise CLIError(str(e)) from e
+    except BaseException:
+        made.remove()
+        raise
     result = getattr(metrics, "coco", None)
     if result is None:
         raise CLIError("COCO evaluation did not run")
@@ -142,16 +164,33 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _annotation_file(args) -> tuple[str, list[str], str] | None:
+    """(the COCO annotation file the evaluation will read, the split's images, how to name it in an error): --anno-json,
+    else the one the dataset ships (annotations/instances_<image folder>.json), else None (the YOLO labels)."""
+    try:
+        root, images = split_image_files(args.data, args.task)
+    except CLIError:
+        return None  # check_data_yaml reports what is wrong with the data YAML
+    if args.anno_json:
+        return args.anno_json, images, "--anno-json"
+    found = find_annotation_file(root, Path(images[0]).parent.name) if images else None
+    return (str(found), images, f"--data {args.data}: its '{args.task}' annotation file") if found else None
+
+
 def _val_sliced(model, weights: str, data: str, settings, args, imgsz) -> int:
     """val.py --slice: sliced inference on the split, the COCO table, saved as a plain run saves it."""
     detector = sliced_detector(model, weights, settings, args, imgsz)
-    save_dir = increment_path(Path(args.project).resolve() / args.name, exist_ok=args.exist_ok)
+    save_dir = run_folder(args.project, args.name, args.exist_ok)
+    made = NewFolder(save_dir)
     try:
         result = sliced_coco_eval(detector, data, save_dir, split=args.task, anno_json=args.anno_json or None,
                                   single_cls=args.single_cls, save_txt=args.save_txt, save_conf=args.save_conf)
     except ValueError as e:  # e.g. an annotation file that does not match the dataset or the model's classes
-        remove_if_empty(save_dir)
+        made.remove()
         raise CLIError(str(e)) from e
+    except BaseException:
+        made.remove()
+        raise
     print(f"\nCOCO metrics (pycocotools), ground truth: {result.gt_source}\n{result.summary.rstrip()}")
     print(format_table({f"{Path(weights).name} --slice": result}))
     print(f"Results saved to {save_dir}")
