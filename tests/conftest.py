@@ -47,7 +47,8 @@ def network_guard(monkeypatch):
     the test fails at teardown if there was any, also where the caller caught the error (ultralytics catches and logs
     some). Loopback and local (AF_UNIX) sockets work as usual. Yields the list of attempts."""
     attempts = []
-    real_getaddrinfo, real_connect, real_connect_ex = socket.getaddrinfo, socket.socket.connect, socket.socket.connect_ex
+    real_getaddrinfo = socket.getaddrinfo
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
 
     def refuse(what: str):
         attempts.append(what)

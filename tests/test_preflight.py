@@ -218,7 +218,8 @@ def inputs(tmp_path_factory):
 def _ultralytics_folders() -> dict:
     """What ultralytics' own folders hold: where a run on its defaults would write, a dataset or weights download."""
     bases = [Path(SETTINGS["runs_dir"]), ROOT.parent / "tests/tmp/runs"]  # the second: under pytest
-    places = [b / task for b in bases for task in ("detect", "classify")] + [DATASETS_DIR, Path(SETTINGS["weights_dir"])]
+    places = [b / task for b in bases for task in ("detect", "classify")]
+    places += [DATASETS_DIR, Path(SETTINGS["weights_dir"])]
     return {p: sorted(x.name for x in p.iterdir()) if p.is_dir() else None for p in places}
 
 

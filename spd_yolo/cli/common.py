@@ -233,7 +233,8 @@ def _read_data_yaml(path: str | None, flag: str) -> tuple[Path, dict]:
     """The data YAML `path` read and checked as ultralytics' `check_det_dataset` checks it (key types, nc and names),
     without its download and font steps; each problem is a CLIError naming `flag` and the file."""
     if not path:
-        raise CLIError(f"{flag} is required: a dataset YAML (path, train, val, names), e.g. datasets/spd-demo/data.yaml")
+        raise CLIError(f"{flag} is required: a dataset YAML (path, train, val, names), e.g. "
+                       f"datasets/spd-demo/data.yaml")
     p = Path(path)
     if not p.is_file():
         raise CLIError(f"{flag} {path}: file not found (datasets are never downloaded; give a local data YAML)")
@@ -351,7 +352,8 @@ def check_data_yaml(path: str | None, splits: tuple[str, ...], labels: bool | tu
             if not target.exists():
                 raise CLIError(f"{flag} {path}: '{split}' path {target} does not exist")
             if target.is_dir() and not any(f.suffix[1:].lower() in IMG_FORMATS for f in target.rglob("*")):
-                raise CLIError(f"{flag} {path}: '{split}' folder {target} holds no image ({', '.join(sorted(IMG_FORMATS))})")
+                raise CLIError(f"{flag} {path}: '{split}' folder {target} holds no image "
+                               f"({', '.join(sorted(IMG_FORMATS))})")
         if split in labelled:
             _check_labels(f"{flag} {path}", split, targets)
     return str(p)
@@ -371,8 +373,9 @@ def check_classes(classes: list[int] | None, names: dict, weights: str) -> None:
     """--classes must be class ids of the model (0 .. nc-1)."""
     bad = [c for c in classes or () if not 0 <= c < len(names)]
     if bad:
+        some = ", ".join(f"{i} {n}" for i, n in list(names.items())[:5]) + (", ..." if len(names) > 5 else "")
         raise CLIError(f"--classes {' '.join(map(str, bad))}: the model {weights} has classes 0-{len(names) - 1} "
-                       f"({', '.join(f'{i} {n}' for i, n in list(names.items())[:5])}{', ...' if len(names) > 5 else ''})")
+                       f"({some})")
 
 
 def fixed_input_size(weights: str) -> list[int] | None:

@@ -379,7 +379,8 @@ def _train(model, callbacks=(), **kwargs) -> int:
     folder is the user's and is kept)."""
     for event, callback in callbacks:
         model.add_callback(event, callback)
-    made = None if kwargs.get("resume") else NewFolder(run_folder(kwargs["project"], kwargs["name"], kwargs["exist_ok"]))
+    made = None if kwargs.get("resume") else NewFolder(
+        run_folder(kwargs["project"], kwargs["name"], kwargs["exist_ok"]))
 
     def nothing_to_resume() -> bool:
         trainer = model.trainer
