@@ -14,11 +14,12 @@ ours, the stock parser builds the whole model, and the surrogate layers are then
 - ``ResNetStem [c2, k, spd]`` and ``ResNetStage [c2, n, s, bottleneck, spd]`` (the classification ResNets for small
   inputs) -> ``Conv [c2]`` as SPDConv; built as ``ResNetStem(ch[f], c2, ...)`` / ``ResNetStage(ch[f], c2, ...)``.
 
-Stock YAMLs never reach that path and build exactly as without the plugin. `register()` patches four points of
+Stock YAMLs never reach that path and build exactly as without the plugin. `register()` patches five points of
 ultralytics and is idempotent: ``tasks.parse_model`` (wrapped), ``torch_utils.get_flops`` (input channels taken from
 the model YAML instead of the first weight, which an SPD stem makes 4x too large), ``yaml_model_load`` (wrapped: the
-scale is taken off the file name, not the whole path, see `yaml_model_load`) and torch's safe-globals allow-list (so
-``ULTRALYTICS_SAFE_LOAD=1`` loads our checkpoints). `apply_settings()` makes an ultralytics that was
+scale is taken off the file name, not the whole path, see `yaml_model_load`), ``checks.check_font`` (wrapped: no
+font download while offline, see `check_font`) and torch's safe-globals allow-list (so ``ULTRALYTICS_SAFE_LOAD=1``
+loads our checkpoints). `apply_settings()` makes an ultralytics that was
 imported before us follow ``YOLO_OFFLINE`` / ``YOLO_AUTOINSTALL`` as the environment now says (ultralytics reads them
 once, at its import).
 
@@ -39,7 +40,7 @@ import torch
 import torch.nn as nn
 from ultralytics import utils as ul_utils
 from ultralytics.nn import tasks
-from ultralytics.utils import LOGGER, torch_utils
+from ultralytics.utils import LOGGER, checks, torch_utils
 
 from spd_yolo import layers
 from spd_yolo.errors import SPDConfigError
@@ -53,6 +54,7 @@ __all__ = (
     "get_flops",
     "yaml_model_load",
     "check_model_dict",
+    "check_font",
 )
 
 
@@ -417,6 +419,24 @@ def yaml_model_load(path):
     return _STOCK["yaml_model_load"](path)
 
 
+def check_font(font: str = "Arial.ttf"):
+    """ultralytics' `check_font`, which while ``YOLO_OFFLINE`` is set only looks on this machine.
+
+    The stock function asks the network for a font it has not cached (a HEAD request to ultralytics' assets, then a
+    download), whatever ``YOLO_OFFLINE`` says; it runs in every dataset check (``check_det_dataset``) and plot. Offline,
+    a font that is neither in ultralytics' settings folder nor among matplotlib's fonts is None, which both of its
+    callers take as "use PIL's default font". Online, the stock function runs unchanged.
+    """
+    if not ul_utils.env_bool("YOLO_OFFLINE"):
+        return _STOCK["check_font"](font)
+    file = ul_utils.USER_CONFIG_DIR / Path(font).name
+    if file.exists():
+        return file
+    from matplotlib import font_manager  # as ultralytics imports it: only when a font is needed
+
+    return next((f.fname for f in font_manager.fontManager.ttflist if font in f.fname and Path(f.fname).exists()), None)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Registration.
 
@@ -464,8 +484,15 @@ def register() -> None:
         if tasks.yaml_model_load is not yaml_model_load:
             _STOCK["yaml_model_load"] = tasks.yaml_model_load
             tasks.yaml_model_load = yaml_model_load  # modules importing it from now on get ours
-        for name, module in list(sys.modules.items()):  # those that imported it already (ultralytics.engine.model)
-            if name.startswith("ultralytics") and getattr(module, "yaml_model_load", None) is _STOCK["yaml_model_load"]:
+        if checks.check_font is not check_font:
+            _STOCK["check_font"] = checks.check_font
+            checks.check_font = check_font
+        for name, module in list(sys.modules.items()):  # those that imported them already (ultralytics.engine.model)
+            if not name.startswith("ultralytics"):
+                continue
+            if getattr(module, "yaml_model_load", None) is _STOCK["yaml_model_load"]:
                 module.yaml_model_load = yaml_model_load
+            if getattr(module, "check_font", None) is _STOCK["check_font"]:
+                module.check_font = check_font  # ultralytics.data.utils, ultralytics.utils.plotting
         # ULTRALYTICS_SAFE_LOAD=1 unpickles with weights_only=True against an allow-list: add our layers to it.
         torch.serialization.add_safe_globals(list(layers.LAYERS))

@@ -340,3 +340,21 @@ def test_config_dir_is_the_repo_folder():
     classifiers = ["resnet18", "resnet18-SPD", "resnet50", "resnet50-SPD"]
     p2 = [f"{f}-p2" for f in FAMILIES] + ["yolov5-p2", "yolo11-p2"]  # SPD-p2 models and their stock baselines
     assert sorted(p.stem for p in spd_yolo.CONFIG_DIR.glob("*.yaml")) == sorted(FAMILIES + p2 + LITE + classifiers)
+
+
+def test_no_font_download_while_offline(network_guard, monkeypatch, tmp_path):
+    """Patch point: ultralytics' check_font asks the network for a font it has not cached, whatever YOLO_OFFLINE says;
+    ours (in every module ultralytics calls it from) looks only on this machine while offline."""
+    from ultralytics import utils as ul_utils
+    from ultralytics.data import utils as data_utils
+    from ultralytics.utils import checks, plotting
+
+    assert checks.check_font is data_utils.check_font is plotting.check_font is registry.check_font
+    monkeypatch.setattr(ul_utils, "USER_CONFIG_DIR", tmp_path)  # nothing cached
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    assert registry.check_font("NoSuchFont-SPD.ttf") is None and network_guard == []
+    (tmp_path / "NoSuchFont-SPD.ttf").write_bytes(b"")
+    assert registry.check_font("NoSuchFont-SPD.ttf") == tmp_path / "NoSuchFont-SPD.ttf"
+    registry._STOCK["check_font"]("Missing-SPD.ttf")  # the stock function: a look-up, refused by the guard
+    assert network_guard, "ultralytics' check_font no longer reaches the network: the patch may be dropped"
+    network_guard.clear()
