@@ -303,10 +303,12 @@ class SPDDetectionTrainer(FaultTolerantTrainer, DetectionTrainer):
             spec: FinetuneRule = FINETUNE_RULES[self.finetune_rule]
             rule = record["finetune"] = {"name": self.finetune_rule, "optimizer": spec.optimizer, "hold": spec.hold,
                                          "hold_epochs": spec.hold_epochs(self.epochs)}
+            held = (f"held at zero for {rule['hold_epochs']} of {self.epochs} epochs" if rule["hold_epochs"]
+                    else "trained from the first step")
             LOGGER.info(
-                f"SPD upgrade fine-tuning rule '{rule['name']}': optimizer {spec.optimizer} (unless named), the "
-                f"{len(record['new_weights'])} re-indexed weights' zero-started taps held at zero for "
-                f"{rule['hold_epochs']} of {self.epochs} epochs (train.py --upgrade-rule to change)"
+                f"SPD upgrade fine-tuning rule '{rule['name']}': optimizer {spec.optimizer} unless one is named; the "
+                f"zero-started taps of the {len(record['new_weights'])} re-indexed weights {held} (train.py "
+                f"--upgrade-rule to change; measured in docs/benchmarks.md)"
             )
         elif not self.resume:
             return None

@@ -405,7 +405,8 @@ def test_spd_yolo_cli_pretrained_upgrades(checkpoints, tiny_data, tmp_path):
     assert proc.returncode == 0, out[-3000:]
     assert "SPD upgrade: yolov8n.pt -> yolov8n-SPD.yaml, exact: 7 layers re-indexed" in out
     ckpt = torch.load(tmp_path / "cli" / "weights" / "last.pt", map_location="cpu", weights_only=False)
-    assert ckpt["spd_finetune"]["name"] == "sgd-hold"
+    assert ckpt["spd_finetune"] == {"name": "sgd", "optimizer": "SGD", "hold": 0.0, "hold_epochs": 0}  # the default
+    assert "trained from the first step" in out
 
 
 @pytest.mark.slow

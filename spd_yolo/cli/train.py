@@ -136,10 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--upgrade-rule", default=DEFAULT_FINETUNE, choices=tuple(FINETUNE_RULES),
-        help="training that starts from an exact SPD upgrade of a stock checkpoint: none = ultralytics' defaults; sgd = "
-        "SGD instead of --optimizer auto; sgd-hold / auto-hold = also hold the upgrade's zero-started weights at zero "
-        "for the first half of the epochs (the model trains as the stock one would), then train them. Recorded in the "
-        "checkpoints; measured in docs/benchmarks.md",
+        help="training that starts from an exact SPD upgrade of a stock checkpoint: sgd = SGD instead of --optimizer "
+        "auto (measured best: docs/benchmarks.md); none = ultralytics' defaults; sgd-hold / auto-hold = also hold the "
+        "upgrade's zero-started weights at zero for the first half of the epochs (the model trains as the stock one "
+        "would), then train them. Recorded in the checkpoints",
     )
     return p
 
