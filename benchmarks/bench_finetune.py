@@ -26,8 +26,6 @@ On a GPU, the real case (COCO-pretrained weights, VisDrone target; commands in d
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -35,15 +33,17 @@ from bench_small_objects import (
     METRICS, NO_DIFFERENCE, VERDICT_METRICS, _gflops, _num_classes, _paired, compute_matched_epochs, finished_run,
     verdict,
 )
-from common import base_parser, check_common, check_size, environment, environment_lines, markdown_table, spread, write_results
+from common import (
+    base_parser, check_common, check_size, environment, environment_lines, markdown_table, spread, write_results,
+)
 
 STOCK = {"yolov8n": "yolov8n.yaml", "yolo11n": "yolo11n.yaml", "yolov5n": "yolov5nu.yaml", "yolo26n": "yolo26n.yaml"}
 REFERENCE = "stock, SGD"  # the row every other is compared with
 
 
-def rows_to_train(epochs: int, ratio: float, rules: list[str]) -> list[tuple[str, str, dict]]:
-    """(label, which checkpoint: 'stock' or 'spd', train.py flags) of every fine-tuning run of one seed."""
-    compute = max(1, round(epochs * ratio))
+def rows_to_train(compute: int, ratio: float, rules: list[str]) -> list[tuple[str, str, dict]]:
+    """(label, which checkpoint: 'stock' or 'spd', train.py flags) of every fine-tuning run of one seed; `compute`:
+    the stock epochs of the SPD model's compute (GFLOPs `ratio`)."""
     rows = [("stock, auto", "stock", {"--optimizer": "auto"}), (REFERENCE, "stock", {"--optimizer": "SGD"})]
     rows += [(f"SPD, {r}", "spd", {"--upgrade-rule": r}) for r in rules]
     rows.append((f"stock, SGD, x{ratio:.2f} epochs", "stock", {"--optimizer": "SGD", "--epochs": str(compute)}))
@@ -121,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     print(up.upgrade.summary(stock_pt.name, up.target))
 
     nc = _num_classes(data)
-    ratio = _gflops(up.target, nc, args.train_imgsz) / _gflops(STOCK[args.pair], nc, args.train_imgsz)
-    plan = rows_to_train(args.epochs, ratio, args.rules)
+    compute, ratio = compute_matched_epochs(args.epochs, _gflops(up.target, nc, args.train_imgsz),
+                                            _gflops(STOCK[args.pair], nc, args.train_imgsz))
+    plan = rows_to_train(compute, ratio, args.rules)
     results = {label: {mode: {m: [] for m in METRICS} for mode in ("plain", "sliced")} for label, _, _ in plan}
     for seed in args.seeds:
         for label, start, flags in plan:
@@ -167,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(["fine-tuned", "eval", *(f"{m} (%)" for m in METRICS),
                             *(f"{m} verdict" for m in VERDICT_METRICS)], rows)
     env = environment(args.threads)
-    text = (f"{environment_lines(env)}\nstock {args.pair}: {stock_pt}; upgraded: {up.upgrade.summary(stock_pt.name, up.target)}"
+    summary = up.upgrade.summary(stock_pt.name, up.target)
+    text = (f"{environment_lines(env)}\nstock {args.pair}: {stock_pt}; upgraded: {summary}"
             f"\ntarget data {data}; seeds {args.seeds}; {args.epochs} fine-tuning epochs at {args.train_imgsz} px "
             f"(stock at SPD's compute: x{ratio:.2f}); sliced: val --slice with {args.train_imgsz // 2} px slices; "
             f"mean ± std over seeds, differences paired by seed; verdict: '{NO_DIFFERENCE}' unless |mean diff| > "

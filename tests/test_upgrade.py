@@ -193,6 +193,10 @@ def test_plan_names_the_first_row_that_differs():
         plan_upgrade(v8, spd_yolo.load_model_yaml("yolov8n-SPD-lite"))
     with pytest.raises(UpgradeError, match="has no SPD layer"):
         plan_upgrade(v8, build_model("yolov8n.yaml").yaml)
+    grouped = copy.deepcopy(v8)
+    grouped["backbone"][1] = [-1, 1, "Conv", [128, 3, 2, None, 2]]
+    with pytest.raises(UpgradeError, match="stock layer 1 .* a grouped strided Conv has no exact SPD equivalent"):
+        plan_upgrade(grouped, spd_yolo.load_model_yaml("yolov8n-SPD"))
 
 
 def test_twin_names():

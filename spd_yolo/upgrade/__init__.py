@@ -84,7 +84,8 @@ __all__ = (
 
 RECORD_KEY = "spd_upgrade"
 """Checkpoint key (and model attribute) of an upgraded model: source file and SHA-256, target, tool version, layers
-re-indexed, measured output difference, the masks of the zero-started weights and, once trained, the fine-tuning rule."""
+re-indexed, measured output difference, the masks of the zero-started weights and, once trained, the fine-tuning
+rule."""
 TOLERANCE = 1e-4
 """Largest accepted |stock - SPD| of what the detection head reads and returns (its input feature maps; box regression
 and class logits of every branch), as a fraction of the largest such stock value (at least 1)."""
@@ -150,7 +151,8 @@ class Upgrade:
     def summary(self, source: str, target: str) -> str:
         """The one log line: which checkpoint, how many layers were re-indexed, the output difference."""
         return (f"SPD upgrade: {source} -> {target}, exact: {len(self.reindexed)} layers re-indexed, largest output "
-                f"difference {self.max_diff:.2g} (tolerance {self.tolerance:.2g}; head inputs and outputs up to {self.scale:.3g})")
+                f"difference {self.max_diff:.2g} (tolerance {self.tolerance:.2g}; head inputs and outputs up to "
+                f"{self.scale:.3g})")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -247,9 +249,12 @@ def plan_upgrade(stock: dict, spd: dict) -> list[LayerPair]:
         where = f"{prefix}: stock layer {i} {m} {args} vs {dst} layer {j} {sm} {sargs}"
         if [index.get(x, -99) for x in _absolute(f, i)] != _absolute(sf, j):
             raise UpgradeError(f"{where}: they read different layers")
+        if m == "Conv" and _conv_stride(args) > 1 and args[4:5] not in ([], [1]):
+            raise UpgradeError(f"{where}: a grouped strided Conv has no exact SPD equivalent here")
         if m == "Conv" and _conv_stride(args) > 1 and sm != "Conv":
             s = _conv_stride(args)
-            if sm != "SPDConv" or sargs[0] != args[0] or (sargs[2] if len(sargs) > 2 else 2) != s or sargs[4:] != args[4:]:
+            spd_s = sargs[2] if len(sargs) > 2 else 2
+            if sm != "SPDConv" or sargs[0] != args[0] or spd_s != s or sargs[4:] != args[4:]:
                 raise UpgradeError(f"{where}: a stride-{s} Conv becomes SPDConv [{args[0]}, k, {s}]")
             pairs.append(LayerPair("spdconv", i, j))
         elif m == "Conv" and _conv_stride(args) > 1:  # -> Conv at stride 1, then SpaceToDepth
@@ -356,8 +361,8 @@ def _embedded_inputs(src: nn.Module, dst: nn.Module, index: torch.Tensor, channe
     (state, {weight name in dst: mask of its zero-started input channels})."""
     convs = input_convs(dst)
     if convs is None:
-        raise UpgradeError(f"{where} ({type(dst).__name__}) reads an SPD output, and the upgrade does not know which of "
-                           f"its convolutions read it")
+        raise UpgradeError(f"{where} ({type(dst).__name__}) reads an SPD output, and the upgrade does not know which "
+                           f"of its convolutions read it")
     names, src_modules = {id(m): n for n, m in dst.named_modules()}, dict(src.named_modules())
     state, masks = src.state_dict(), {}
     for conv in convs:
@@ -544,7 +549,8 @@ def upgrade_checkpoint(src: str | Path, dst: str | Path, to: str | None = None, 
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m spd_yolo.upgrade") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("src", type=Path, help="stock checkpoint (yolov5nu.pt, yolov8n.pt, yolo11n.pt, yolo26n.pt, "
                         "a -p2 model, or your own best.pt of one)")
     parser.add_argument("dst", type=Path, help="output checkpoint")
