@@ -59,6 +59,8 @@ __all__ = (
     "check_data_yaml",
     "split_image_files",
     "check_annotation_json",
+    "split_annotation_file",
+    "check_categories",
     "check_source",
     "check_classes",
     "fixed_input_size",
@@ -367,6 +369,31 @@ def check_annotation_json(anno: str | Path, images: list[str], where: str) -> di
         return coco.read_annotation_file(anno, images)
     except ValueError as e:
         raise CLIError(f"{where} {e}") from None
+
+
+def split_annotation_file(data: str, split: str, anno_json: str | None = None) -> tuple[str, list[str], str] | None:
+    """(the COCO annotation file the evaluation of `split` reads, the split's images, how to name it in an error):
+    `anno_json` if given, else the one the dataset ships (annotations/instances_<image folder>.json), else None (the
+    ground truth is then the YOLO labels, or the data YAML is broken, which `check_data_yaml` reports)."""
+    try:
+        root, images = split_image_files(data, split)
+    except CLIError:
+        return None
+    if anno_json:
+        return anno_json, images, "--anno-json"
+    found = coco.find_annotation_file(root, Path(images[0]).parent.name) if images else None
+    return (str(found), images, f"--data {data}: its '{split}' annotation file") if found else None
+
+
+def check_categories(gt: dict, names: dict, where: str) -> None:
+    """The categories of a COCO annotation file (`gt`, as `check_annotation_json` read it) must map onto the model's
+    class `names` (`spd_yolo.coco.category_map`); otherwise a CLIError "`where`: why"."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a by-order mapping warns again when the metrics run
+            coco.category_map(names, gt["categories"])
+    except ValueError as e:
+        raise CLIError(f"{where}: {e}") from None
 
 
 def check_classes(classes: list[int] | None, names: dict, weights: str) -> None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 import yaml
@@ -42,6 +41,7 @@ from spd_yolo.cli.common import (
     add_run_dir,
     cfg_task,
     check_annotation_json,
+    check_categories,
     check_cls_data,
     check_data_yaml,
     check_device,
@@ -55,9 +55,8 @@ from spd_yolo.cli.common import (
     run_folder,
     run_main,
     script_name,
-    split_image_files,
+    split_annotation_file,
 )
-from spd_yolo.coco import category_map, find_annotation_file
 from spd_yolo.engine import FITNESS, FITNESS_KEY, SPDClassificationTrainer, SPDDetectionTrainer, label_smoothing
 from spd_yolo.errors import FitnessError
 from spd_yolo.model import YOLO
@@ -359,18 +358,10 @@ def check_val_annotations(data: str, names: dict) -> None:
     """With COCO metrics each epoch's validation reads the dataset's official annotation file if it ships one
     (annotations/instances_<val folder>.json): it must be valid, list the validation images and map onto the classes
     before the first epoch trains, not fail after it."""
-    root, images = split_image_files(data, "val")
-    anno = find_annotation_file(root, Path(images[0]).parent.name) if images else None
-    if anno is None:
-        return
-    where = f"--data {data}: its 'val' annotation file"
-    gt = check_annotation_json(anno, images, where)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a by-order mapping warns again when the metrics run
-            category_map(names, gt["categories"])
-    except ValueError as e:
-        raise CLIError(f"{where} {anno}: {e}") from None
+    found = split_annotation_file(data, "val")
+    if found is not None:
+        anno, images, where = found
+        check_categories(check_annotation_json(anno, images, where), names, f"{where} {anno}")
 
 
 def _train(model, callbacks=(), **kwargs) -> int:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
-import warnings
 from pathlib import Path
 
 from spd_yolo.cli.common import (
@@ -38,6 +37,7 @@ from spd_yolo.cli.common import (
     add_imgsz,
     add_run_dir,
     check_annotation_json,
+    check_categories,
     check_cls_data,
     check_data_yaml,
     check_device,
@@ -49,11 +49,11 @@ from spd_yolo.cli.common import (
     run_folder,
     run_main,
     script_name,
-    split_image_files,
+    split_annotation_file,
     trained_imgsz,
 )
 from spd_yolo.cli.detect import add_slice_args, inference_size, slice_settings, sliced_detector
-from spd_yolo.coco import BACKENDS, category_map, check_backend, find_annotation_file, format_table
+from spd_yolo.coco import BACKENDS, check_backend, format_table
 from spd_yolo.engine import SPDClassificationValidator, SPDDetectionValidator
 from spd_yolo.slicing import sliced_coco_eval
 
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                        f"needs a dataset YAML (path, train, val, names)")
     if args.anno_json and not Path(args.anno_json).is_file():
         raise CLIError(f"--anno-json {args.anno_json}: file not found")
-    anno = _annotation_file(args)
+    anno = split_annotation_file(args.data, args.task, args.anno_json)
     data = check_data_yaml(args.data, (args.task,), labels=False)
     imgsz_given = args.imgsz
     args.imgsz = 640 if args.imgsz is None else args.imgsz
@@ -135,12 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             f"validate on the data it was trained for (or use --single-cls)"
         )
     if gt is not None and not args.single_cls:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # a by-order mapping warns again when the metrics run
-                category_map(model.names, gt["categories"])
-        except ValueError as e:
-            raise CLIError(f"{anno[2]} {anno[0]}: {e}") from None
+        check_categories(gt, model.names, f"{anno[2]} {anno[0]}")
     if settings is not None:
         return _val_sliced(model, weights, data, settings, args, inference_size(imgsz_given, model, weights))
     imgsz = note_fixed_size(imgsz_given, weights)
@@ -162,19 +157,6 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table({Path(weights).name: result}))
     print(f"Results saved to {metrics.save_dir}" if hasattr(metrics, "save_dir") else "")
     return 0
-
-
-def _annotation_file(args) -> tuple[str, list[str], str] | None:
-    """(the COCO annotation file the evaluation will read, the split's images, how to name it in an error): --anno-json,
-    else the one the dataset ships (annotations/instances_<image folder>.json), else None (the YOLO labels)."""
-    try:
-        root, images = split_image_files(args.data, args.task)
-    except CLIError:
-        return None  # check_data_yaml reports what is wrong with the data YAML
-    if args.anno_json:
-        return args.anno_json, images, "--anno-json"
-    found = find_annotation_file(root, Path(images[0]).parent.name) if images else None
-    return (str(found), images, f"--data {args.data}: its '{args.task}' annotation file") if found else None
 
 
 def _val_sliced(model, weights: str, data: str, settings, args, imgsz) -> int:
