@@ -99,8 +99,9 @@ class YOLO(_YOLO):
         self._check_is_pytorch_model()
         source = weights
         if isinstance(weights, (str, Path)) and has_spd(self.model):
-            with checkpoint_errors(weights):
-                source, _ = load_checkpoint(weights)
+            with checkpoint_errors(weights), _as_named(weights) as path:  # read as named, as `_load` reads it
+                source, _ = load_checkpoint(path)
+            source.pt_path = str(weights)
         if not isinstance(source, nn.Module):
             return super().load(weights)
         source, record = prepare_pretrained(self.model, source)
