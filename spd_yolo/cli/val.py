@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from spd_yolo.cli.common import (
@@ -141,15 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     imgsz = note_fixed_size(imgsz_given, weights)
     if imgsz is not None:
         args.imgsz = imgsz
-    made = NewFolder(run_folder(args.project, args.name, args.exist_ok))
-    try:
+    with _evaluation_in(run_folder(args.project, args.name, args.exist_ok)):
         metrics = _val(model, args, data)
-    except ValueError as e:  # e.g. an annotation file that does not match the dataset or the model's classes
-        made.remove()
-        raise CLIError(str(e)) from e
-    except BaseException:
-        made.remove()
-        raise
     result = getattr(metrics, "coco", None)
     if result is None:
         raise CLIError("COCO evaluation did not run")
@@ -159,20 +153,28 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _val_sliced(model, weights: str, data: str, settings, args, imgsz) -> int:
-    """val.py --slice: sliced inference on the split, the COCO table, saved as a plain run saves it."""
-    detector = sliced_detector(model, weights, settings, args, imgsz)
-    save_dir = run_folder(args.project, args.name, args.exist_ok)
-    made = NewFolder(save_dir)
+@contextmanager
+def _evaluation_in(folder: Path):
+    """Around an evaluation that writes to `folder`: if it fails, the folders it made are removed (`NewFolder`), and a
+    ValueError (e.g. an annotation file that does not match the dataset or the model's classes) is a CLIError."""
+    made = NewFolder(folder)
     try:
-        result = sliced_coco_eval(detector, data, save_dir, split=args.task, anno_json=args.anno_json or None,
-                                  single_cls=args.single_cls, save_txt=args.save_txt, save_conf=args.save_conf)
-    except ValueError as e:  # e.g. an annotation file that does not match the dataset or the model's classes
+        yield
+    except ValueError as e:
         made.remove()
         raise CLIError(str(e)) from e
     except BaseException:
         made.remove()
         raise
+
+
+def _val_sliced(model, weights: str, data: str, settings, args, imgsz) -> int:
+    """val.py --slice: sliced inference on the split, the COCO table, saved as a plain run saves it."""
+    detector = sliced_detector(model, weights, settings, args, imgsz)
+    save_dir = run_folder(args.project, args.name, args.exist_ok)
+    with _evaluation_in(save_dir):
+        result = sliced_coco_eval(detector, data, save_dir, split=args.task, anno_json=args.anno_json or None,
+                                  single_cls=args.single_cls, save_txt=args.save_txt, save_conf=args.save_conf)
     print(f"\nCOCO metrics (pycocotools), ground truth: {result.gt_source}\n{result.summary.rstrip()}")
     print(format_table({f"{Path(weights).name} --slice": result}))
     print(f"Results saved to {save_dir}")
