@@ -416,16 +416,22 @@ def fixed_input_size(weights: str) -> list[int] | None:
             options = ast.literal_eval(options)
         except (ValueError, SyntaxError):
             options = {}
-    imgsz = meta.get("imgsz")
+    imgsz = _height_width(meta.get("imgsz"))
+    return None if imgsz is None or (isinstance(options, dict) and options.get("dynamic")) else imgsz
+
+
+def _height_width(imgsz) -> list[int] | None:
+    """An image size as ultralytics keeps it (an int or a list; in export metadata their text, e.g. '[32, 32]') ->
+    [H, W]; None when absent or unreadable."""
     if isinstance(imgsz, str):
         try:
             imgsz = ast.literal_eval(imgsz)
         except (ValueError, SyntaxError):
             return None
-    if not imgsz or (isinstance(options, dict) and options.get("dynamic")):
+    if not imgsz:
         return None
-    imgsz = [int(v) for v in (imgsz if isinstance(imgsz, (list, tuple)) else [imgsz, imgsz])]
-    return imgsz * 2 if len(imgsz) == 1 else imgsz
+    hw = [int(v) for v in (imgsz if isinstance(imgsz, (list, tuple)) else [imgsz])]
+    return hw * 2 if len(hw) == 1 else hw
 
 
 def note_fixed_size(imgsz: int | None, weights: str) -> int | list[int] | None:
@@ -626,14 +632,8 @@ def trained_imgsz(model, weights: str) -> int | list[int] | None:
     imgsz = (getattr(model, "overrides", None) or {}).get("imgsz")
     if imgsz is None and not str(weights).endswith(".pt"):
         imgsz = BaseBackend.read_metadata(weights).get("imgsz")
-    if isinstance(imgsz, str):  # exports store it as text, e.g. '[32, 32]'
-        try:
-            imgsz = ast.literal_eval(imgsz)
-        except (ValueError, SyntaxError):
-            return None
-    if isinstance(imgsz, (list, tuple)):
-        return [int(v) for v in imgsz] if len(set(imgsz)) > 1 else int(imgsz[0])
-    return int(imgsz) if imgsz else None
+    hw = _height_width(imgsz)
+    return None if hw is None else hw[0] if hw[0] == hw[1] else hw
 
 
 def parse_freeze(values: list[int] | None):
