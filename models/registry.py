@@ -55,6 +55,7 @@ __all__ = (
     "yaml_model_load",
     "check_model_dict",
     "check_font",
+    "has_spd",
 )
 
 
@@ -372,8 +373,9 @@ def parse_model(d, ch, verbose=True):
 # GFLOPs with the right number of input channels.
 
 
-def _has_spd(model: nn.Module) -> bool:
-    return any(isinstance(m, (layers.SpaceToDepth, layers.SPDConv)) for m in model.modules())
+def has_spd(model: nn.Module) -> bool:
+    """Whether `model` holds an SPD layer (every one of them, SPDConv and SPDGroupConv too, holds a SpaceToDepth)."""
+    return any(isinstance(m, layers.SpaceToDepth) for m in model.modules())
 
 
 def get_flops(model, imgsz=640):
@@ -384,7 +386,7 @@ def get_flops(model, imgsz=640):
     """
     stock = _STOCK["get_flops"]
     inner = torch_utils.unwrap_model(model)
-    if not _has_spd(inner):
+    if not has_spd(inner):
         return stock(model, imgsz)
     try:
         import thop

@@ -23,7 +23,8 @@ from spd_yolo.engine import (
     SPDDetectionValidator,
 )
 from spd_yolo.models.configs import build_errors, load_model_yaml, probe_forward, resolve_model_cfg
-from spd_yolo.upgrade import RECORD_KEY, has_spd, prepare_pretrained
+from spd_yolo.models.registry import has_spd
+from spd_yolo.upgrade import RECORD_KEY, prepare_pretrained
 from spd_yolo.weights import load_weights_only
 
 __all__ = ("YOLO", "SPD_ENGINE")

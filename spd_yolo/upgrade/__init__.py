@@ -56,9 +56,9 @@ from ultralytics.utils import LOGGER
 from spd_yolo.atomic import atomic_torch_save
 from spd_yolo.checkpoint import checkpoint_errors
 from spd_yolo.errors import SPDConfigError, SPDError, UpgradeError
-from spd_yolo.layers import SPDConv, SPDGroupConv, SpaceToDepth
+from spd_yolo.layers import SPDConv
 from spd_yolo.models.configs import available_models, build_model, load_model_yaml
-from spd_yolo.models.registry import SCALED_NAME
+from spd_yolo.models.registry import SCALED_NAME, has_spd
 from spd_yolo.rewrite import input_convs
 
 __all__ = (
@@ -74,7 +74,6 @@ __all__ = (
     "plan_upgrade",
     "upgrade_model",
     "upgrade_checkpoint",
-    "has_spd",
     "prepare_pretrained",
     "load_pretrained",
     "UpgradeResult",
@@ -299,11 +298,6 @@ def twin_name(d: dict) -> str:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The upgrade.
-
-
-def has_spd(model: nn.Module) -> bool:
-    """Whether `model` holds an SPD layer."""
-    return any(isinstance(m, (SpaceToDepth, SPDConv, SPDGroupConv)) for m in model.modules())
 
 
 def _channels(model: nn.Module, x: torch.Tensor) -> list[int]:
