@@ -1,74 +1,23 @@
 # SPD-YOLO, AGPL-3.0 license
-"""ultralytics engine classes with SPD-YOLO additions, found at the fewest extension points.
-
-- `SPDDetectionTrainer`: the stock trainer, defined in our package (ultralytics' multi-GPU (DDP) workers rebuild the
-  trainer from its class, so importing it there registers the SPD layers before any YAML is parsed), with atomic
-  checkpoint writes, a clean results.csv on resume, and a weights-only copy of best.pt; optionally with per-epoch
-  COCO metrics and best.pt chosen by COCO AP or AP_S (`SPDDetectionTrainer.configured`).
-- `SPDDetectionValidator`: the stock validator whose `eval_json` (run when ``save_json=True``) computes the COCO
-  metrics with pycocotools for any YOLO-format dataset (or against an official COCO annotation file), prints the
-  table and saves it as JSON and CSV in the run folder. During training (``SPDDetectionTrainer.configured``) it can
-  also add COCO AP, AP_S, AP_M and AP_L to every epoch's metrics (results.csv, results.png) and select best.pt by one.
-- `label_smoothing(eps)`: a training callback smoothing the classification targets: YOLOv5-style for a detector's
-  class BCE, smoothed cross-entropy for a classifier.
-- `SPDClassificationTrainer` / `SPDClassificationValidator`: the same for image classification (the ResNet models):
-  the stock classification trainer made fault tolerant the same way, image-folder datasets checked before ultralytics
-  sees them (never a download), and a validator that adds per-class top-1/top-5 accuracy (``verbose``).
-"""
+"""Detection: the validator with COCO metrics (pycocotools) and the trainer that can select best.pt by COCO AP/AP_S."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from copy import copy
 from pathlib import Path
 
 import torch
-import torch.nn as nn
-from ultralytics.models.yolo.classify import ClassificationTrainer, ClassificationValidator
 from ultralytics.models.yolo.detect import DetectionTrainer, DetectionValidator
-from ultralytics.nn.tasks import ClassificationModel, load_checkpoint
 from ultralytics.utils import LOGGER, RANK
 from ultralytics.utils.torch_utils import unwrap_model
 
 from spd_yolo import coco
-from spd_yolo.atomic import AtomicPath, atomic_torch_saves, atomic_write
-from spd_yolo.data.folders import check_classification_folders
+from spd_yolo.engine.fault_tolerance import FaultTolerantTrainer
+from spd_yolo.engine.fitness import AREA, COCO_COLUMNS, COCO_TIME_COLUMN, FINETUNE_KEY, FITNESS, FITNESS_KEY
 from spd_yolo.errors import FitnessError
 from spd_yolo.upgrade import DEFAULT_FINETUNE, FINETUNE_RULES, RECORD_KEY, FinetuneRule, load_pretrained
-from spd_yolo.weights import save_weights_only
-
-__all__ = (
-    "COCO_COLUMNS",
-    "COCO_TIME_COLUMN",
-    "FITNESS",
-    "FITNESS_KEY",
-    "FINETUNE_KEY",
-    "FaultTolerantTrainer",
-    "SPDDetectionTrainer",
-    "SPDDetectionValidator",
-    "label_smoothing",
-    "SmoothBCEWithLogits",
-    "SPDClassificationTrainer",
-    "SPDClassificationValidator",
-    "SmoothCrossEntropy",
-)
-
-FITNESS = {"default": None, "ap": "AP", "ap_small": "AP_S"}
-"""What best.pt maximises (`SPDDetectionTrainer.configured`): ultralytics' own fitness (mAP50-95) or a COCO stat."""
-COCO_COLUMNS = {k: f"metrics/coco_{k}" for k in ("AP", "AP_S", "AP_M", "AP_L")}
-"""COCO stat -> results.csv column of the per-epoch COCO metrics: pycocotools' fractions (0..1), -1 where undefined
-(no ground-truth object of that size in the validation set) or not measured (an epoch without validation)."""
-COCO_TIME_COLUMN = "time/coco_eval_s"
-"""results.csv column: seconds the epoch's validation spent on COCO metrics (predictions to COCO form + pycocotools)."""
-FINETUNE_KEY = "spd_finetune"
-"""Checkpoint key of a run that started from an exact SPD upgrade: the fine-tuning rule it used (name, optimizer, hold,
-hold_epochs; see `spd_yolo.upgrade.FINETUNE_RULES`)."""
-FITNESS_KEY = "spd_fitness"
-"""Checkpoint key recording the selection: name (a FITNESS key), column (results.csv column or None for default),
-coco_metrics, best_value and best_epoch (1-based, as in results.csv) of the best epoch so far; for best.pt its own."""
-_AREA = {"AP": "all", "AP_S": "small", "AP_M": "medium", "AP_L": "large"}
 
 
 class SPDDetectionValidator(DetectionValidator):
@@ -194,50 +143,6 @@ class SPDDetectionValidator(DetectionValidator):
         return {cat: c for c, cat in enumerate(self.class_map)}
 
 
-class FaultTolerantTrainer:
-    """Mixin (before a stock ultralytics trainer class) that makes training fault tolerant, for every task.
-
-    - last.pt, best.pt and epochN.pt are written atomically (temp file + rename), also when the optimizer is stripped
-      at the end: a kill at any moment leaves the previous file readable.
-    - On resume, results.csv is cut back to the epochs the checkpoint holds, so an epoch that was logged but not
-      checkpointed before a kill is not listed twice; temp files of a killed write are removed.
-    - After training, best.weights.pt (weights only, see `spd_yolo.weights`) is written beside best.pt.
-    - Under torchrun across several nodes the process group is sized by torchrun's WORLD_SIZE (ultralytics counts the
-      local GPUs only, which is right for one node).
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.wdir = AtomicPath(self.wdir)
-        self.last, self.best = self.wdir / "last.pt", self.wdir / "best.pt"
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if "LOCAL_RANK" in os.environ and self.world_size > 1 and world > self.world_size:
-            self.world_size = world  # every rank of every node joins one process group
-
-    def resume_training(self, ckpt):
-        """Resume as ultralytics does, then drop results.csv rows of epochs the checkpoint does not hold."""
-        super().resume_training(ckpt)
-        if ckpt is None or not self.resume:
-            return
-        for stale in self.wdir.glob(".*.tmp"):  # temp files of a write that was killed before its rename
-            stale.unlink(missing_ok=True)
-        if not self.csv.is_file():
-            return
-        lines = self.csv.read_text(encoding="utf-8").splitlines(keepends=True)
-        keep = lines[:1] + [line for line in lines[1:] if float(line.split(",", 1)[0]) <= self.start_epoch]
-        if len(keep) != len(lines):
-            LOGGER.info(f"results.csv: dropped {len(lines) - len(keep)} row(s) logged after the resumed checkpoint")
-            atomic_write(self.csv, "".join(keep))
-
-    def final_eval(self):
-        """Strip the optimizer atomically, validate best.pt, and write best.weights.pt beside it."""
-        with atomic_torch_saves():
-            super().final_eval()
-        if RANK in {-1, 0} and self.best.exists():
-            model, _ = load_checkpoint(self.best)
-            save_weights_only(model.half(), self.best.with_name("best.weights.pt"))  # FP16, as best.pt stores it
-
-
 class SPDDetectionTrainer(FaultTolerantTrainer, DetectionTrainer):
     """DetectionTrainer importable from `spd_yolo` (so DDP workers register SPD layers), made fault tolerant by
     `FaultTolerantTrainer` (atomic checkpoints, clean resume, best.weights.pt), validating with `SPDDetectionValidator`.
@@ -355,8 +260,8 @@ class SPDDetectionTrainer(FaultTolerantTrainer, DetectionTrainer):
         if stat is None:
             return
         truth = self.validator.coco_ground_truth()
-        if coco.count_objects(truth.gt, _AREA[stat], truth.evaluated) == 0:
-            size = "" if _AREA[stat] == "all" else "small (area <= 32x32 pixels at the original image size) "
+        if coco.count_objects(truth.gt, AREA[stat], truth.evaluated) == 0:
+            size = "" if AREA[stat] == "all" else "small (area <= 32x32 pixels at the original image size) "
             where = f"annotation file {truth.anno}" if truth.anno else "the YOLO labels"
             raise FitnessError(
                 f"best.pt cannot be selected by COCO {stat}: the validation set ({where}) has no {size}object, so "
@@ -416,106 +321,3 @@ def _checkpoint_extras(extra: dict):
         torch.save = original
 
 
-class SmoothBCEWithLogits(nn.BCEWithLogitsLoss):
-    """BCE-with-logits on YOLOv5-style smoothed targets: t * (1 - eps) + eps / 2."""
-
-    def __init__(self, eps: float, reduction: str = "none"):
-        super().__init__(reduction=reduction)
-        self.eps = float(eps)
-
-    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return super().forward(pred, target * (1.0 - self.eps) + 0.5 * self.eps)
-
-
-def label_smoothing(eps: float):
-    """Training callback (``on_pretrain_routine_end``) that smooths the classification targets of the loss by eps:
-    a detector's class BCE gets YOLOv5-style targets (`SmoothBCEWithLogits`), a classifier's cross-entropy smoothed
-    targets (`SmoothCrossEntropy`)."""
-    if not 0.0 <= eps < 1.0:
-        raise ValueError(f"label smoothing must be in [0, 1), got {eps}")
-
-    def apply(trainer) -> None:
-        model = unwrap_model(trainer.model)
-        if isinstance(model, ClassificationModel):
-            model.criterion = SmoothCrossEntropy(eps)
-            LOGGER.info(f"label smoothing: cross-entropy targets smoothed by eps={eps}")
-            return
-        model.criterion = model.init_criterion()
-        model.criterion.bce = SmoothBCEWithLogits(eps)
-        LOGGER.info(f"label smoothing: classification targets smoothed by eps={eps}")
-
-    return apply
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Classification (ResNet18/50 and their SPD versions).
-
-
-class SPDClassificationValidator(ClassificationValidator):
-    """ClassificationValidator that also reports per-class accuracy.
-
-    Top-1 and top-5 accuracy over all images are the stock ones; the confusion matrix is plotted when ``plots`` is
-    set (confusion_matrix.png and confusion_matrix_normalized.png in the run folder). With ``verbose`` (outside
-    training) a table of images, top-1 and top-5 accuracy per class follows, and ``metrics.class_accuracy`` maps each
-    class name to ``(images, top1, top5)`` in any case.
-    """
-
-    def finalize_metrics(self) -> None:
-        """Stock metrics, then per-class accuracy from the top-5 predictions."""
-        super().finalize_metrics()
-        self.metrics.class_accuracy = self.class_accuracy()
-
-    def class_accuracy(self) -> dict[str, tuple[int, float, float]]:
-        """{class name: (number of images, top-1 accuracy, top-5 accuracy)} for the classes that have images."""
-        if not self.pred:
-            return {}
-        pred, targets = torch.cat(self.pred), torch.cat(self.targets)
-        result = {}
-        for c, name in self.names.items():
-            mask = targets == c
-            n = int(mask.sum())
-            if n:
-                hits = pred[mask] == c
-                result[name] = (n, float(hits[:, 0].float().mean()), float(hits.any(1).float().mean()))
-        return result
-
-    def print_results(self) -> None:
-        """'all' top-1/top-5 as stock; per class with verbose (not during training, as the detection validator)."""
-        super().print_results()
-        if self.args.verbose and not self.training and len(self.names) > 1:
-            LOGGER.info(("%22s" + "%11s" * 3) % ("class", "images", "top1_acc", "top5_acc"))
-            for name, (n, top1, top5) in self.metrics.class_accuracy.items():
-                LOGGER.info(("%22s" + "%11i" + "%11.3g" * 2) % (str(name)[:22], n, top1, top5))
-
-
-class SPDClassificationTrainer(FaultTolerantTrainer, ClassificationTrainer):
-    """ClassificationTrainer importable from `spd_yolo` (DDP workers then register the SPD layers), fault tolerant as
-    `SPDDetectionTrainer`, validating with `SPDClassificationValidator`.
-
-    The dataset (``data``: a folder with train/ and val/ or test/, one sub-folder of images per class) is checked by
-    `spd_yolo.data.folders.check_classification_folders` before ultralytics sees it, so a missing folder is an error
-    naming it, never a download attempt.
-    """
-
-    def get_dataset(self):
-        """Check the image folders (clear errors, no download), then ultralytics' own dataset dict."""
-        check_classification_folders(self.args.data, ("train", "val"))
-        return super().get_dataset()
-
-    def get_validator(self):
-        """Return an SPDClassificationValidator."""
-        return SPDClassificationValidator(
-            self.test_loader, save_dir=self.save_dir, args=copy(self.args), _callbacks=self.callbacks
-        )
-
-
-class SmoothCrossEntropy:
-    """The stock classification loss (mean cross-entropy on the logits) with label smoothing eps."""
-
-    def __init__(self, eps: float):
-        self.eps = float(eps)
-
-    def __call__(self, preds, batch: dict) -> tuple:
-        preds = preds[1] if isinstance(preds, (list, tuple)) else preds
-        loss = nn.functional.cross_entropy(preds, batch["cls"], reduction="mean", label_smoothing=self.eps)
-        return loss, {"loss": loss.detach()}
