@@ -20,7 +20,8 @@ from ultralytics.nn import tasks
 from ultralytics.nn.modules import Classify, Detect
 
 from spd_yolo.errors import SPDConfigError, SPDSizeError
-from spd_yolo.models.registry import SCALED_NAME, check_model_dict
+from spd_yolo.models.registry import SCALED_NAME
+from spd_yolo.models.yaml_args import check_model_dict
 
 __all__ = (
     "CONFIG_DIR",

@@ -23,15 +23,23 @@ loads our checkpoints). `apply_settings()` makes an ultralytics that was
 imported before us follow ``YOLO_OFFLINE`` / ``YOLO_AUTOINSTALL`` as the environment now says (ultralytics reads them
 once, at its import).
 
-Dependencies: this module imports the layers (`spd_yolo.layers`) and ultralytics; the rest of the project imports it.
+Every row is checked before the stock parser runs (`spd_yolo.models.yaml_args`), so a bad row is an error naming
+its file, layer and what is expected; a stock row that still fails to build is found by building prefixes of the
+rows (`_failing_layer`). With SPD rows the layer table is printed from the built model, not the stock parser's log.
+Every point where this module (or any other) reaches into ultralytics is listed in docs/layout.md and tested in
+tests/test_ultralytics_compat.py.
+
+Dependencies: this module imports the layers (`spd_yolo.layers`), `yaml_args` and ultralytics; the rest of the project
+imports it.
 """
 
 from __future__ import annotations
 
-import logging
+import copy
 import re
 import sys
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -40,10 +48,21 @@ import torch
 import torch.nn as nn
 from ultralytics import utils as ul_utils
 from ultralytics.nn import tasks
+from ultralytics.nn.modules import Conv
 from ultralytics.utils import LOGGER, checks, torch_utils
 
 from spd_yolo import layers
 from spd_yolo.errors import SPDConfigError
+from spd_yolo.models.yaml_args import (
+    authors_spd_args,
+    check_rows,
+    resnet_stage_args,
+    resnet_stem_args,
+    spd_args,
+    spdconv_args,
+    spdgroupconv_args,
+    yaml_name,
+)
 
 __all__ = (
     "PARSER_RULES",
@@ -53,86 +72,9 @@ __all__ = (
     "parse_model",
     "get_flops",
     "yaml_model_load",
-    "check_model_dict",
     "check_font",
     "has_spd",
 )
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Argument checks: each returns the normalised argument list or raises with what is expected.
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _spdconv_args(args: list, g_default: str = "1") -> list:
-    """[c2, k=3, s=2, p=None, g=1, d=1, act=True] -> validated copy."""
-    names = ("c2", "k", "s", "p", "g", "d", "act")
-    if not 1 <= len(args) <= len(names):
-        raise ValueError(f"expected [c2, k=3, s=2, p=None, g={g_default}, d=1, act=True] (1 to 7 values), got {args!r}")
-    for name, value in zip(names, args):
-        if name == "p":
-            ok = value is None or (_is_int(value) and value >= 0)
-        elif name == "act":
-            ok = isinstance(value, (bool, nn.Module))
-        else:
-            ok = _is_int(value) and value >= 1
-        if not ok:
-            want = {"p": "None or an integer >= 0", "act": "true/false"}.get(name, "an integer >= 1")
-            raise ValueError(f"argument {name}={value!r} must be {want} (args {args!r})")
-    return list(args)
-
-
-def _spdgroupconv_args(args: list) -> list:
-    """SPDGroupConv [c2, k=3, s=2, p=None, g=s*s, d=1, act=True] -> validated copy."""
-    return _spdconv_args(args, g_default="s*s")
-
-
-def _spd_args(args: list) -> list:
-    """SpaceToDepth [s=2] -> [s]."""
-    if len(args) > 1 or (args and not (_is_int(args[0]) and args[0] >= 1)):
-        raise ValueError(f"expected [] or [s] with the block size s an integer >= 1, got {args!r}")
-    return [args[0] if args else 2]
-
-
-def _authors_spd_args(args: list) -> list:
-    """space_to_depth [dimension=1] (the paper authors' signature; dimension is unused) -> [2]."""
-    if len(args) > 1 or (args and not _is_int(args[0])):
-        raise ValueError(f"expected [] or [dimension] with an integer dimension (unused), got {args!r}")
-    return [2]
-
-
-def _resnet_stem_args(args: list) -> list:
-    """ResNetStem [c2, k=3, spd=true] -> validated [c2, k, spd]."""
-    if not 1 <= len(args) <= 3:
-        raise ValueError(f"expected [c2, k=3, spd=true] (1 to 3 values), got {args!r}")
-    c2, k, spd = [*args, *(3, True)[len(args) - 1:]]
-    for name, value in (("c2", c2), ("k", k)):
-        if not (_is_int(value) and value >= 1):
-            raise ValueError(f"argument {name}={value!r} must be an integer >= 1 (args {args!r})")
-    if k % 2 == 0:
-        raise ValueError(f"argument k={k} must be odd (same padding keeps the size) (args {args!r})")
-    if not isinstance(spd, bool):
-        raise ValueError(f"argument spd={spd!r} must be true/false (args {args!r})")
-    return [c2, k, spd]
-
-
-def _resnet_stage_args(args: list) -> list:
-    """ResNetStage [c2, n=1, s=1, bottleneck=false, spd=true] -> validated [c2, n, s, bottleneck, spd]."""
-    names, defaults = ("c2", "n", "s", "bottleneck", "spd"), (None, 1, 1, False, True)
-    if not 1 <= len(args) <= len(names):
-        raise ValueError(f"expected [c2, n=1, s=1, bottleneck=false, spd=true] (1 to 5 values), got {args!r}")
-    full = [*args, *defaults[len(args):]]
-    for name, value in zip(names, full):
-        ok = isinstance(value, bool) if name in ("bottleneck", "spd") else _is_int(value) and value >= 1
-        if not ok:
-            want = "true/false" if name in ("bottleneck", "spd") else "an integer >= 1"
-            raise ValueError(f"argument {name}={value!r} must be {want} (args {args!r})")
-    if full[3] and full[0] % 4:
-        raise ValueError(f"argument c2={full[0]} must be divisible by 4 for bottleneck blocks (args {args!r})")
-    return full
 
 
 def _builder(cls: type) -> Callable[[nn.Module, list], tuple]:
@@ -181,13 +123,13 @@ def _conv_of(f: int, args: list) -> list:
 
 def _rules() -> dict[str, ParserRule]:
     return {
-        "SPDConv": ParserRule(_spdconv_args, _conv_of, _builder(layers.SPDConv)),
-        "SPDGroupConv": ParserRule(_spdgroupconv_args, _conv_of, _builder(layers.SPDGroupConv)),
-        "SpaceToDepth": ParserRule(_spd_args, _concat_of_copies, _build_spd),
-        "space_to_depth": ParserRule(_authors_spd_args, _concat_of_copies, _build_spd),
+        "SPDConv": ParserRule(spdconv_args, _conv_of, _builder(layers.SPDConv)),
+        "SPDGroupConv": ParserRule(spdgroupconv_args, _conv_of, _builder(layers.SPDGroupConv)),
+        "SpaceToDepth": ParserRule(spd_args, _concat_of_copies, _build_spd),
+        "space_to_depth": ParserRule(authors_spd_args, _concat_of_copies, _build_spd),
         # ResNet for small inputs (classification): output channels c2 scaled like a Conv, input channels ch[f]
-        "ResNetStem": ParserRule(_resnet_stem_args, _conv_of, _builder(layers.ResNetStem)),
-        "ResNetStage": ParserRule(_resnet_stage_args, _conv_of, _builder(layers.ResNetStage)),
+        "ResNetStem": ParserRule(resnet_stem_args, _conv_of, _builder(layers.ResNetStem)),
+        "ResNetStage": ParserRule(resnet_stage_args, _conv_of, _builder(layers.ResNetStage)),
     }
 
 
@@ -198,150 +140,105 @@ PARSER_RULES: dict[str, ParserRule] = {}  # filled by register()
 # The parse_model wrapper.
 
 
-def _yaml_name(d: dict) -> str:
-    return str(d.get("yaml_file") or "<model dict>")
-
-
-def _resolvable(m: str) -> bool:
-    """Whether the stock parser can resolve module name `m` (torch.nn.*, torchvision.ops.*, ultralytics)."""
+def _stock_name(m: str) -> bool:
+    """Whether the stock parser resolves module name `m` (torch.nn.*, torchvision.ops.*, a class in its module)."""
     if m.startswith("nn."):
         return isinstance(getattr(nn, m[3:], None), type)
     if m.startswith("torchvision.ops."):
-        import torchvision
+        import torchvision  # as ultralytics imports it: only for a row that names one of its ops
 
         return hasattr(torchvision.ops, m[16:])
-    return m in PARSER_RULES or isinstance(vars(tasks).get(m), type)
-
-
-def _valid_from(x, i: int) -> bool:
-    """Whether `x` is a valid 'from' entry of layer i: -1 for layer 0, else an earlier index or negative offset."""
-    if not _is_int(x):
-        return False
-    return x == -1 if i == 0 else (-i <= x < i)
-
-
-def check_model_dict(d) -> None:
-    """Top-level checks of a model YAML: backbone/head lists, nc, scales and the chosen scale. Errors name the file."""
-    src = _yaml_name(d) if isinstance(d, dict) else "<model>"
-    if not isinstance(d, dict):
-        raise SPDConfigError(f"{src}: a model YAML must be a mapping with 'nc', 'backbone' and 'head', got {type(d).__name__}")
-    for key in ("backbone", "head"):
-        if not isinstance(d.get(key), list) or not d[key]:
-            raise SPDConfigError(f"{src}: '{key}' must be a non-empty list of [from, number, module, args] rows, got {d.get(key)!r}")
-    nc = d.get("nc")
-    if nc is not None and not (_is_int(nc) and nc >= 1):
-        raise SPDConfigError(f"{src}: 'nc' (number of classes) must be an integer >= 1, got {nc!r}")
-    scales, scale = d.get("scales"), d.get("scale")
-    if scales is not None:
-        if not isinstance(scales, dict) or not all(
-            isinstance(v, (list, tuple)) and len(v) == 3 and all(isinstance(x, (int, float)) for x in v)
-            for v in scales.values()
-        ):
-            raise SPDConfigError(f"{src}: 'scales' must map a scale name to [depth, width, max_channels], got {scales!r}")
-        if scale and scale not in scales:
-            raise SPDConfigError(f"{src}: scale '{scale}' does not exist; this YAML defines {', '.join(map(str, scales))}")
-
-
-def _check_rows(d: dict) -> list:
-    """Validate the layout of every row (any YAML); return the rows. Errors name file, layer and module."""
-    src = _yaml_name(d)
-    check_model_dict(d)
-    rows = d["backbone"] + d["head"]
-    for i, row in enumerate(rows):
-        if not (isinstance(row, (list, tuple)) and len(row) == 4):
-            raise SPDConfigError(f"{src}: layer {i}: expected a row [from, number, module, args], got {row!r}")
-        f, n, m, args = row
-        where = f"{src}: layer {i} ({m})"
-        if not isinstance(m, str):
-            raise SPDConfigError(f"{src}: layer {i}: module must be a name, got {m!r}")
-        froms = f if isinstance(f, list) else [f]
-        if not froms or not all(_valid_from(x, i) for x in froms):
-            raise SPDConfigError(
-                f"{where}: 'from' {f!r} must be -1 or refer to an earlier layer: an index 0..{i - 1} or an offset "
-                f"-1..-{i}; a layer can only take inputs from layers before it"
-                if i
-                else f"{where}: 'from' must be -1 (the input image) for the first layer, got {f!r}"
-            )
-        if not (_is_int(n) and n >= 1):
-            raise SPDConfigError(f"{where}: 'number' must be an integer >= 1, got {n!r}")
-        if not isinstance(args, list):
-            raise SPDConfigError(f"{where}: 'args' must be a list, got {args!r}")
-        if not _resolvable(m):
-            ours = ", ".join(PARSER_RULES)
-            raise SPDConfigError(
-                f"{where}: unknown module '{m}'. Expected an ultralytics module (e.g. Conv, C3, C2f, Concat, Detect), "
-                f"nn.<torch.nn class>, torchvision.ops.<op>, or an SPD layer ({ours})"
-            )
-    return rows
+    return isinstance(vars(tasks).get(m), type)
 
 
 def _rewrite_spd_rows(d: dict, rows: list) -> dict[int, tuple]:
-    """Replace our rows in `d` by surrogate stock rows; return {index: (rule, f, args)}."""
-    src, ours, nb = _yaml_name(d), {}, len(d["backbone"])
-    for i, (f, n, m, args) in enumerate(rows):
+    """Replace our rows (already checked by `check_rows`) in `d` by surrogate stock rows; return {index: (rule, f,
+    args)}."""
+    ours, nb = {}, len(d["backbone"])
+    for i, (f, _, m, args) in enumerate(rows):
         rule = PARSER_RULES.get(m)
-        if rule is None:
-            continue
-        where = f"{src}: layer {i} ({m})"
-        if not _is_int(f):
-            raise SPDConfigError(f"{where}: takes exactly one input, so 'from' must be one index (e.g. -1), got {f!r}")
-        if n != 1:
-            raise SPDConfigError(f"{where}: 'number' must be 1 for an SPD layer (repeat it with separate rows), got {n}")
-        try:
-            args = rule.check_args(args)
-        except ValueError as e:
-            raise SPDConfigError(f"{where}: {e}") from None
-        part, j = ("backbone", i) if i < nb else ("head", i - nb)
-        d[part][j] = rule.surrogate(f, args)
-        ours[i] = (rule, f, args)
+        if rule is not None:
+            part, j = ("backbone", i) if i < nb else ("head", i - nb)
+            d[part][j] = rule.surrogate(f, args)
+            ours[i] = (rule, f, args)
     return ours
 
 
-class _RowLog(logging.Filter):
-    """Hold back the parser's log records of this thread, so our rows can be rewritten before they are shown."""
+@contextmanager
+def _default_act_kept():
+    """Restore ``Conv.default_act`` on leaving: the stock parser sets it from the YAML's 'activation' and restores it
+    only when it returns, so a failed build would leave every later Conv with that activation."""
+    default_act = Conv.default_act
+    try:
+        yield
+    finally:
+        Conv.default_act = default_act
 
-    def __init__(self):
-        super().__init__()
-        self.thread, self.records = threading.get_ident(), []
 
-    def filter(self, record):
-        if record.thread != self.thread:
+def _failing_layer(d: dict, ch) -> int | None:
+    """Index of the row the stock parser fails on: the shortest prefix of rows that does not build ends with it.
+
+    Rows only take inputs from earlier rows (`check_rows`), so every prefix is a model dict of its own; bisection
+    needs about log2(rows) stock builds, made only after a build failed. None if the whole dict builds here.
+    """
+    rows = d["backbone"] + d["head"]
+
+    def fails(k: int) -> bool:
+        prefix = copy.deepcopy({**d, "backbone": rows[:k], "head": []})
+        try:
+            with _default_act_kept():
+                _STOCK["parse_model"](prefix, ch, verbose=False)
+        except Exception:
             return True
-        self.records.append(record)
         return False
 
+    if not fails(len(rows)):
+        return None
+    lo, hi = 0, len(rows)  # prefix of lo rows builds, of hi rows fails
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fails(mid) else (mid, hi)
+    return hi - 1
 
-def _failing_layer(tb):
-    """Index of the row the stock parser was building when it raised, read from its frame (None if unknown)."""
-    frame_locals = None
-    while tb is not None:
-        if tb.tb_frame.f_code is _STOCK["parse_model"].__code__:
-            frame_locals = tb.tb_frame.f_locals
-        tb = tb.tb_next
-    i = (frame_locals or {}).get("i")
-    return i if _is_int(i) else None
+
+def _depth_gain(d: dict) -> float:
+    """The YAML's depth multiple at its scale (the first scale when none is chosen, as ultralytics assumes)."""
+    scales = d.get("scales")
+    if scales:
+        return scales[d.get("scale") or next(iter(scales))][0]
+    return d.get("depth_multiple", 1.0)
+
+
+def _log_summary(model: nn.Sequential, rows: list, shown: dict[int, list], depth: float) -> None:
+    """The per-layer table ultralytics prints, made from the built modules (index, from, params, type): repeats
+    scaled by depth, arguments as resolved for our layers and as the YAML writes them for stock ones."""
+    LOGGER.info(f"\n{'':>3}{'from':>20}{'n':>3}{'params':>10}  {'module':<45}{'arguments':<30}")
+    for i, (m, (_, n, _, args)) in enumerate(zip(model, rows)):
+        n_ = max(round(n * depth), 1) if n > 1 else n
+        LOGGER.info(f"{i:>3}{m.f!s:>20}{n_:>3}{m.np:10.0f}  {m.type:<45}{shown.get(i, args)!s:<30}")
 
 
 def parse_model(d, ch, verbose=True):
-    """ultralytics `parse_model` that also understands SPD rows (see the module docstring). Same signature/returns."""
+    """ultralytics `parse_model` that also understands SPD rows (see the module docstring). Same signature/returns.
+
+    Every row is checked first (`yaml_args.check_rows`); a stock row the stock parser still cannot build is found by
+    `_failing_layer`. With SPD rows and ``verbose``, the layer table is printed from the built model (`_log_summary`),
+    since the stock parser's own table would show the surrogates.
+    """
     stock = _STOCK["parse_model"]
-    rows = _check_rows(d)
-    d = {**d, "backbone": list(d["backbone"]), "head": list(d["head"])}  # surrogates never leak into the caller's dict
+    rows = check_rows(d, PARSER_RULES, _stock_name)
+    d = copy.deepcopy({**d, "backbone": list(d["backbone"]), "head": list(d["head"])})  # the caller's dict unchanged
     ours = _rewrite_spd_rows(d, rows)
-    capture = _RowLog() if verbose and ours else None
-    if capture:
-        LOGGER.addFilter(capture)
+    pristine = copy.deepcopy(d)  # the stock parser edits the rows' args in place; `_failing_layer` needs them as read
     try:
-        model, save = stock(d, ch, verbose=verbose)
+        with _default_act_kept():
+            model, save = stock(d, ch, verbose=verbose and not ours)
     except SPDConfigError:
         raise
     except Exception as e:
-        i = _failing_layer(e.__traceback__)
-        where = f"layer {i} ({rows[i][2]}) with args {rows[i][3]!r}" if i is not None and i < len(rows) else "a layer"
-        raise SPDConfigError(f"{_yaml_name(d)}: {where} could not be built: {type(e).__name__}: {e}") from e
-    finally:
-        if capture:
-            LOGGER.removeFilter(capture)
+        i = _failing_layer(pristine, ch)
+        where = f"layer {i} ({rows[i][2]}) with args {rows[i][3]!r}" if i is not None else "a layer"
+        raise SPDConfigError(f"{yaml_name(d)}: {where} could not be built: {type(e).__name__}: {e}") from e
 
     shown = {}
     for i, (rule, f, args) in ours.items():
@@ -349,7 +246,7 @@ def parse_model(d, ch, verbose=True):
             new, shown[i] = rule.build(model[i], args)
         except Exception as e:  # e.g. groups that do not divide the channels the parser worked out
             raise SPDConfigError(
-                f"{_yaml_name(d)}: layer {i} ({rows[i][2]}) with args {rows[i][3]!r} could not be built: "
+                f"{yaml_name(d)}: layer {i} ({rows[i][2]}) with args {rows[i][3]!r} could not be built: "
                 f"{type(e).__name__}: {e}"
             ) from e
         new.np = sum(p.numel() for p in new.parameters())
@@ -358,14 +255,10 @@ def parse_model(d, ch, verbose=True):
             if isinstance(layer, layers.SpaceToDepth):  # its size error then names the model layer
                 layer.spd_layer_index = i
         model[i] = new
-    if capture:  # show the held-back summary, with our rows instead of their surrogates
-        for record in capture.records:
-            msg = record.getMessage()
-            i = int(msg[:3]) if msg[:3].strip().isdigit() else None
-            if i in shown:
-                m_ = model[i]
-                msg = f"{i:>3}{m_.f!s:>20}{1:>3}{m_.np:10.0f}  {m_.type:<45}{shown[i]!s:<30}"
-            LOGGER.log(record.levelno, msg)
+    if verbose and ours:
+        if d.get("activation"):
+            LOGGER.info(f"activation: {d['activation']}")
+        _log_summary(model, rows, shown, _depth_gain(d))
     return model, sorted(set(save)) if ours else save  # a surrogate Concat lists its input s*s times
 
 

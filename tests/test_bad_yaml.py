@@ -81,10 +81,14 @@ def test_dict_config_without_file(tmp_path):
 
 def test_errors_do_not_leak_the_parser_state(tmp_path):
     """A failed build leaves the parser usable: the next good build works and logs normally."""
-    cfg = write_yaml(tmp_path / "bad.yaml", backbone_with([-1, 1, "C3", ["wide"]]), HEAD)
-    with pytest.raises(SPDConfigError):
-        DetectionModel(str(cfg), verbose=True)
     import logging
 
-    assert not [f for f in logging.getLogger("ultralytics").filters if type(f).__name__ == "_RowLog"]
+    from ultralytics.nn.modules import Conv
+
+    logger, act = logging.getLogger("ultralytics"), Conv.default_act
+    filters, handlers = list(logger.filters), list(logger.handlers)
+    cfg = write_yaml(tmp_path / "bad.yaml", backbone_with([-1, 1, "C3", ["wide"]]), HEAD, activation="nn.ReLU()")
+    with pytest.raises(SPDConfigError, match=r"layer 3 \(C3\)"):
+        DetectionModel(str(cfg), verbose=True)
+    assert logger.filters == filters and logger.handlers == handlers and Conv.default_act is act
     assert spd_yolo.build_model("yolov5n-SPD").stride.tolist() == [8.0, 16.0, 32.0]
