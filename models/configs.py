@@ -182,22 +182,31 @@ def probe_forward(model, source) -> None:
 
 @contextmanager
 def build_errors(source, what: str = "could not be built"):
-    """Turn any failure while building a model (e.g. mismatched shapes in the stride probe) into SPDConfigError."""
+    """Turn any failure while building a model (e.g. mismatched shapes in the stride probe) into SPDConfigError,
+    naming the model layer that was running (recorded by a forward pre-hook, see `_running_layers`)."""
+    with _running_layers() as running:
+        try:
+            yield
+        except (SPDConfigError, SPDSizeError):
+            raise
+        except Exception as e:
+            layer = running[-1] if running else None
+            where = f" (at layer {layer.i}, {layer.type.rsplit('.', 1)[-1]})" if layer is not None else ""
+            raise SPDConfigError(f"{source}: the model {what}{where}: {type(e).__name__}: {e}") from e
+
+
+@contextmanager
+def _running_layers():
+    """Within this block, the list it yields holds the last model layer (a module with the ``i`` and ``type`` that the
+    parser sets) whose forward started: torch's global forward pre-hook, removed on leaving."""
+    running = []
+
+    def record(module, _):
+        if hasattr(module, "i") and hasattr(module, "type"):
+            running[:] = [module]
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
     try:
-        yield
-    except (SPDConfigError, SPDSizeError):
-        raise
-    except Exception as e:
-        layer = _running_layer(e.__traceback__)
-        where = f" (at layer {layer.i}, {layer.type.rsplit('.', 1)[-1]})" if layer is not None else ""
-        raise SPDConfigError(f"{source}: the model {what}{where}: {type(e).__name__}: {e}") from e
-
-
-def _running_layer(tb):
-    """The model layer that ultralytics' forward loop (`_predict_once`) was running when it raised, if any."""
-    layer = None
-    while tb is not None:
-        if tb.tb_frame.f_code.co_name == "_predict_once":
-            layer = tb.tb_frame.f_locals.get("m")
-        tb = tb.tb_next
-    return layer if hasattr(layer, "i") and hasattr(layer, "type") else None
+        yield running
+    finally:
+        handle.remove()

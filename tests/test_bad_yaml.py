@@ -2,6 +2,7 @@
 """Bad model YAMLs fail with an SPDConfigError naming the file, the layer index and the module, and what is expected."""
 
 import pytest
+import torch
 from ultralytics.nn.tasks import DetectionModel
 
 import spd_yolo
@@ -92,3 +93,15 @@ def test_errors_do_not_leak_the_parser_state(tmp_path):
         DetectionModel(str(cfg), verbose=True)
     assert logger.filters == filters and logger.handlers == handlers and Conv.default_act is act
     assert spd_yolo.build_model("yolov5n-SPD").stride.tolist() == [8.0, 16.0, 32.0]
+
+
+def test_model_that_cannot_run_names_the_running_layer(tmp_path):
+    """A model that builds but fails in its first forward pass (here a Concat of 1/2- and 1/4-size maps) is an error
+    naming the layer that was running, recorded by a forward pre-hook that is removed afterwards."""
+    backbone = [[-1, 1, "Conv", [8, 3, 2]], [-1, 1, "SPDConv", [8, 3, 2]]]
+    head = [[[-1, 0], 1, "Concat", [1]], [-1, 1, "Classify", ["nc"]]]
+    cfg = write_yaml(tmp_path / "m.yaml", backbone, head)
+    with pytest.raises(SPDConfigError, match=rf"^{cfg}: the model builds but cannot run a 256x256 input \(at layer 2, "
+                                             r"Concat\): RuntimeError"):
+        spd_yolo.build_model(str(cfg))
+    assert not torch.nn.modules.module._global_forward_pre_hooks
