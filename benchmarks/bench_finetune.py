@@ -51,6 +51,7 @@ def rows_to_train(compute: int, ratio: float, rules: list[str]) -> list[tuple[st
 
 
 def main(argv: list[str] | None = None) -> int:
+    from spd_yolo.engine import FINETUNE_KEY, checkpoint_record
     from spd_yolo.upgrade import FINETUNE_RULES
 
     parser = base_parser(__doc__)
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                 train.main(["--weights", str(weights), *common, *extra, "--seed", str(seed), "--name", name])
             best = run / "weights" / "best.pt"
             if start == "spd":  # the rule asked for is the rule the run used (recorded in its checkpoint)
-                used = torch.load(best, map_location="cpu", weights_only=False).get("spd_finetune") or {}
+                used = checkpoint_record(torch.load(best, map_location="cpu", weights_only=False), FINETUNE_KEY) or {}
                 if used.get("name") != flags["--upgrade-rule"]:
                     raise SystemExit(f"{best}: trained with fine-tuning rule {used.get('name')!r}, expected "
                                      f"{flags['--upgrade-rule']!r}")

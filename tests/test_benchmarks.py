@@ -13,6 +13,7 @@ import torch
 
 from helpers import REPO
 from spd_yolo import build_model
+from spd_yolo.engine import FINETUNE_KEY, checkpoint_record
 
 
 def _bench_module(name: str):
@@ -278,7 +279,7 @@ def test_quick_finetune_benchmark(tmp_path):
                                      f"stock, SGD, x{data['gflops_ratio']:.2f} epochs"]
     assert all(len(v["AP"]) == 1 for r in data["results"].values() for v in r.values())  # plain and sliced, 1 seed
     ckpt = torch.load(tmp_path / "runs/train/SPD-sgd-hold-seed0/weights/best.pt", weights_only=False)
-    assert ckpt["spd_finetune"]["name"] == "sgd-hold"
+    assert checkpoint_record(ckpt, FINETUNE_KEY)["name"] == "sgd-hold"
 
 
 def test_reuse_needs_the_same_training_settings_and_weights(tmp_path):

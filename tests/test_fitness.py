@@ -8,6 +8,7 @@ COCO numbers of each epoch are then known (1.0 for all boxes) and the epoch best
 """
 
 import csv
+import io
 import os
 import shutil
 import signal
@@ -21,7 +22,14 @@ import torch
 
 from spd_yolo import coco
 from spd_yolo.cli.train import build_parser, cli
-from spd_yolo.engine import COCO_COLUMNS, COCO_TIME_COLUMN, FITNESS_KEY, SPDDetectionTrainer, SPDDetectionValidator
+from spd_yolo.engine import (
+    COCO_COLUMNS,
+    COCO_TIME_COLUMN,
+    FITNESS_KEY,
+    SPDDetectionTrainer,
+    SPDDetectionValidator,
+    checkpoint_record,
+)
 from spd_yolo.errors import FitnessError
 
 TESTS = Path(__file__).resolve().parent
@@ -87,7 +95,7 @@ def rows(run_dir) -> list[dict]:
 
 
 def record(path) -> dict:
-    return torch.load(path, weights_only=False)[FITNESS_KEY]
+    return checkpoint_record(torch.load(path, weights_only=False), FITNESS_KEY)
 
 
 def assert_best_by(run_dir, name: str, column: str, coco_metrics: bool = True):
@@ -307,3 +315,26 @@ def test_python_api_trains_with_our_trainer_and_a_configured_fitness(data, tmp_p
     plain.train(data=str(data), epochs=1, imgsz=64, batch=4, workers=0, device="cpu", project=str(tmp_path),
                 name="plain", seed=0, plots=False)
     assert type(plain.trainer) is SPDDetectionTrainer and record(tmp_path / "plain/weights/last.pt")["name"] == "default"
+
+
+def test_checkpoint_record_reads_the_model_attribute_and_old_top_level_keys():
+    """Records are attributes of the saved model (ckpt["ema"] in last.pt, ckpt["model"] once stripped); checkpoints
+    of earlier versions hold them as top-level keys, which are still read."""
+    record = {"name": "ap_small", "column": "metrics/coco_AP_S", "coco_metrics": True, "best_value": 0.25,
+              "best_epoch": 2}
+    model = torch.nn.Linear(1, 1)
+    setattr(model, FITNESS_KEY, record)
+    assert checkpoint_record({"model": None, "ema": model}, FITNESS_KEY) == record  # last.pt during training
+    assert checkpoint_record({"model": model, "ema": None}, FITNESS_KEY) == record  # stripped best.pt
+    assert checkpoint_record({"model": torch.nn.Linear(1, 1), FITNESS_KEY: record}, FITNESS_KEY) == record  # old
+    assert checkpoint_record({"model": torch.nn.Linear(1, 1)}, FITNESS_KEY) is None
+    assert checkpoint_record(None, FITNESS_KEY) is None
+    loaded = torch.load(_saved(model), weights_only=False)  # the attribute survives pickling
+    assert checkpoint_record({"model": loaded}, FITNESS_KEY) == record
+
+
+def _saved(obj):
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    buffer.seek(0)
+    return buffer

@@ -19,6 +19,7 @@ from ultralytics.utils import ASSETS
 
 import spd_yolo
 from spd_yolo import YOLO, build_model
+from spd_yolo.engine import FINETUNE_KEY, checkpoint_record
 from spd_yolo.errors import UpgradeError
 from spd_yolo.rewrite import rewrite_spd
 from spd_yolo.upgrade import (
@@ -355,7 +356,9 @@ def test_train_from_stock_weights_upgrades_then_holds_the_new_taps(checkpoints, 
     assert "fine-tuning rule 'sgd-hold': optimizer SGD" in out and "held at zero for 1 of 2 epochs" in out
     assert "SGD(lr=0.01" in out
     ckpt = torch.load(tmp_path / "hold" / "weights" / "last.pt", map_location="cpu", weights_only=False)
-    assert ckpt["spd_finetune"] == {"name": "sgd-hold", "optimizer": "SGD", "hold": 0.5, "hold_epochs": 1}
+    rule = {"name": "sgd-hold", "optimizer": "SGD", "hold": 0.5, "hold_epochs": 1}
+    assert checkpoint_record(ckpt, FINETUNE_KEY) == rule
+    assert FINETUNE_KEY not in ckpt  # kept by the model, not as a key of ultralytics' checkpoint dict
     record = getattr(ckpt["model"], RECORD_KEY)
     assert record["finetune"]["name"] == "sgd-hold" and len(record["sha256"]) == 64
     state = ckpt["model"].state_dict()
@@ -409,7 +412,8 @@ def test_spd_yolo_cli_pretrained_upgrades(checkpoints, tiny_data, tmp_path):
     assert proc.returncode == 0, out[-3000:]
     assert "SPD upgrade: yolov8n.pt -> yolov8n-SPD.yaml, exact: 7 layers re-indexed" in out
     ckpt = torch.load(tmp_path / "cli" / "weights" / "last.pt", map_location="cpu", weights_only=False)
-    assert ckpt["spd_finetune"] == {"name": "sgd", "optimizer": "SGD", "hold": 0.0, "hold_epochs": 0}  # the default
+    assert checkpoint_record(ckpt, FINETUNE_KEY) == {"name": "sgd", "optimizer": "SGD", "hold": 0.0,
+                                                     "hold_epochs": 0}  # the default
     assert "trained from the first step" in out
 
 

@@ -57,7 +57,14 @@ from spd_yolo.cli.common import (
     script_name,
     split_annotation_file,
 )
-from spd_yolo.engine import FITNESS, FITNESS_KEY, SPDClassificationTrainer, SPDDetectionTrainer, label_smoothing
+from spd_yolo.engine import (
+    FITNESS,
+    FITNESS_KEY,
+    SPDClassificationTrainer,
+    SPDDetectionTrainer,
+    checkpoint_record,
+    label_smoothing,
+)
 from spd_yolo.errors import FitnessError
 from spd_yolo.model import YOLO
 from spd_yolo.models.configs import resolve_model_yaml
@@ -261,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             honoured["data"] = check_data_yaml(args.data, ("train", "val"))
         else:
             check_data_yaml(run_data, ("train", "val"), flag=f"--resume {args.resume}: the run's data YAML")
-        saved = (model.ckpt or {}).get(FITNESS_KEY) or {"name": "default", "coco_metrics": False}
+        saved = checkpoint_record(model.ckpt, FITNESS_KEY) or {"name": "default", "coco_metrics": False}
         changed = args.fitness not in (None, saved["name"]) or args.coco_metrics and not saved["coco_metrics"]
         if changed:
             flag = f"--fitness {args.fitness}" if args.fitness not in (None, saved["name"]) else "--coco-metrics"

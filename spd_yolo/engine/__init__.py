@@ -20,7 +20,14 @@
 from spd_yolo.engine.classification import SPDClassificationTrainer, SPDClassificationValidator
 from spd_yolo.engine.detection import SPDDetectionTrainer, SPDDetectionValidator
 from spd_yolo.engine.fault_tolerance import FaultTolerantTrainer
-from spd_yolo.engine.fitness import COCO_COLUMNS, COCO_TIME_COLUMN, FINETUNE_KEY, FITNESS, FITNESS_KEY
+from spd_yolo.engine.fitness import (
+    COCO_COLUMNS,
+    COCO_TIME_COLUMN,
+    FINETUNE_KEY,
+    FITNESS,
+    FITNESS_KEY,
+    checkpoint_record,
+)
 from spd_yolo.engine.losses import SmoothBCEWithLogits, SmoothCrossEntropy, label_smoothing
 
 __all__ = (
@@ -29,6 +36,7 @@ __all__ = (
     "FITNESS",
     "FITNESS_KEY",
     "FINETUNE_KEY",
+    "checkpoint_record",
     "FaultTolerantTrainer",
     "SPDDetectionTrainer",
     "SPDDetectionValidator",

@@ -3,19 +3,25 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from copy import copy
 from pathlib import Path
 
-import torch
 from ultralytics.models.yolo.detect import DetectionTrainer, DetectionValidator
 from ultralytics.utils import LOGGER, RANK
 from ultralytics.utils.torch_utils import unwrap_model
 
 from spd_yolo import coco
 from spd_yolo.engine.fault_tolerance import FaultTolerantTrainer
-from spd_yolo.engine.fitness import AREA, COCO_COLUMNS, COCO_TIME_COLUMN, FINETUNE_KEY, FITNESS, FITNESS_KEY
+from spd_yolo.engine.fitness import (
+    AREA,
+    COCO_COLUMNS,
+    COCO_TIME_COLUMN,
+    FINETUNE_KEY,
+    FITNESS,
+    FITNESS_KEY,
+    checkpoint_record,
+)
 from spd_yolo.errors import FitnessError
 from spd_yolo.upgrade import DEFAULT_FINETUNE, FINETUNE_RULES, RECORD_KEY, FinetuneRule, load_pretrained
 
@@ -270,7 +276,7 @@ class SPDDetectionTrainer(FaultTolerantTrainer, DetectionTrainer):
 
     def resume_training(self, ckpt):
         """Resume, continuing with the fitness the run started with (recorded in the checkpoint)."""
-        saved = (ckpt or {}).get(FITNESS_KEY) if self.resume else None
+        saved = checkpoint_record(ckpt, FITNESS_KEY) if self.resume else None
         if saved:
             name, coco_metrics = saved["name"], saved["coco_metrics"]
             if (name, coco_metrics) != (self.fitness_name, self.coco_metrics):
@@ -279,7 +285,8 @@ class SPDDetectionTrainer(FaultTolerantTrainer, DetectionTrainer):
         super().resume_training(ckpt)
 
     def save_model(self):
-        """Stock checkpoints, also holding FITNESS_KEY (which fitness chose best.pt, its value and epoch)."""
+        """Stock checkpoints, whose model also holds the records `FITNESS_KEY` (which fitness chose best.pt, its value
+        and epoch) and `FINETUNE_KEY` (the fine-tuning rule), as attributes: read them with `checkpoint_record`."""
         if self.best_fitness == self.fitness:  # ultralytics writes best.pt from this epoch
             self.best_epoch = self.epoch + 1
         record = {
@@ -289,11 +296,10 @@ class SPDDetectionTrainer(FaultTolerantTrainer, DetectionTrainer):
             "best_value": None if self.best_fitness is None else float(self.best_fitness),
             "best_epoch": self.best_epoch,
         }
-        extras = {FITNESS_KEY: record}
+        setattr(self.ema.ema, FITNESS_KEY, record)  # ultralytics saves a copy of the EMA model as ckpt["ema"]
         if self._finetune is not None:
-            extras[FINETUNE_KEY] = dict(self._finetune[0])
-        with _checkpoint_extras(extras):
-            return super().save_model()
+            setattr(self.ema.ema, FINETUNE_KEY, dict(self._finetune[0]))
+        return super().save_model()
 
     def final_eval(self):
         """Stock (validate best.pt); with COCO metrics, that validation prints and saves the COCO table in the run
@@ -301,23 +307,3 @@ class SPDDetectionTrainer(FaultTolerantTrainer, DetectionTrainer):
         if self.coco_metrics and self.validator is not None:
             self.validator.args.save_json = True
         super().final_eval()
-
-
-@contextlib.contextmanager
-def _checkpoint_extras(extra: dict):
-    """Within this block, the training checkpoint dict (the one holding "train_args") that torch.save writes also
-    holds `extra` (ultralytics' save_model builds and serialises the dict in one step)."""
-    original = torch.save
-
-    def save(obj, f, *args, **kwargs):
-        if isinstance(obj, dict) and "train_args" in obj:
-            obj = {**obj, **extra}
-        return original(obj, f, *args, **kwargs)
-
-    torch.save = save
-    try:
-        yield
-    finally:
-        torch.save = original
-
-
