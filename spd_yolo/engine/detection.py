@@ -7,6 +7,7 @@ import time
 from copy import copy
 from pathlib import Path
 
+import torch.distributed as dist
 from ultralytics.models.yolo.detect import DetectionTrainer, DetectionValidator
 from ultralytics.utils import LOGGER, RANK
 from ultralytics.utils.torch_utils import unwrap_model
@@ -51,6 +52,7 @@ class SPDDetectionValidator(DetectionValidator):
         self.fitness_stat: str | None = None  # COCO stat used as fitness during training, None: ultralytics' fitness
         self._gt = None  # (dataset, its coco.SplitGroundTruth), see coco_ground_truth
         self._json_s = 0.0  # seconds spent turning predictions into COCO results this validation
+        self._det_files: list[str] = []  # image file of each prediction in self.jdict
 
     def __call__(self, trainer=None, model=None, **kwargs):
         """Validate; with save_json, COCO metrics are computed even when the model predicted nothing at all."""
@@ -63,28 +65,45 @@ class SPDDetectionValidator(DetectionValidator):
         return stats
 
     def init_metrics(self, model) -> None:
-        """Stock, after asking ultralytics to collect the predictions (``self.jdict``, only kept with save_json) when
-        this training validation computes COCO metrics."""
-        self.coco_stats, self._json_s = None, 0.0
-        if self.training and self.coco_in_training:
-            self._save_json, self.args.save_json = self.args.save_json, True
+        """Stock, and this validation's COCO detections cleared (`pred_to_json`)."""
         super().init_metrics(model)
+        self.coco_stats, self._json_s, self._det_files = None, 0.0, []
+
+    def update_metrics(self, preds, batch) -> None:
+        """Stock; during a training validation with COCO metrics, each image's predictions also go to `pred_to_json`
+        (ultralytics calls it itself only with ``save_json``)."""
+        super().update_metrics(preds, batch)
+        if self.training and self.coco_in_training and not self.args.save_json:
+            t = time.perf_counter()
+            for si, pred in enumerate(preds):
+                predn = self._prepare_pred(pred)
+                if len(predn["cls"]):
+                    pbatch = self._prepare_batch(si, batch)
+                    self.pred_to_json(self.scale_preds(predn, pbatch), pbatch)
+            self._json_s += time.perf_counter() - t
 
     def pred_to_json(self, predn, pbatch) -> None:
-        """Stock, timed (part of the COCO cost reported in `COCO_TIME_COLUMN`)."""
-        t = time.perf_counter()
+        """Stock (one image's predictions in COCO form, appended to ``self.jdict``), each also remembered with its
+        image file, timed (part of the COCO cost reported in `COCO_TIME_COLUMN`)."""
+        t, n = time.perf_counter(), len(self.jdict)
         super().pred_to_json(predn, pbatch)
+        self._det_files += [pbatch["im_file"]] * (len(self.jdict) - n)
         self._json_s += time.perf_counter() - t
+
+    def gather_stats(self) -> None:
+        """Stock (under DDP, rank 0 gets every rank's ``jdict`` in rank order), and the image files of the
+        predictions gathered in the same order."""
+        super().gather_stats()
+        if RANK > -1 and self.training and self.coco_in_training:
+            gathered = [None] * dist.get_world_size() if RANK == 0 else None
+            dist.gather_object(self._det_files, gathered, dst=0)
+            self._det_files = [f for files in gathered for f in files] if RANK == 0 else []
 
     def get_stats(self) -> dict:
         """Stock metrics; during training with COCO metrics, the COCO columns too (and the COCO fitness if chosen)."""
+        stats = super().get_stats()
         if not (self.training and self.coco_in_training):
-            return super().get_stats()
-        self.args.save_json = False  # ultralytics' own training-time COCO evaluation (faster-coco-eval) stays off
-        try:
-            stats = super().get_stats()
-        finally:
-            self.args.save_json = self._save_json
+            return stats
         t = time.perf_counter()
         result = self.coco_evaluate_predictions()
         seconds = self._json_s + time.perf_counter() - t
@@ -127,13 +146,11 @@ class SPDDetectionValidator(DetectionValidator):
             ]
             evaluated = truth.evaluated
             return coco.evaluate(truth.source, dets, image_ids=evaluated, progress=True, backend=self.coco_backend)
-        # predictions come in the order the images were seen: image k has pred_counts[k] of them; its dataset index is
-        # in ultralytics' gathered gdict (all ranks under DDP), else in eval_ids
-        seen = [im["id"] for im in self.gdict["images"]] if self.gdict else self.eval_ids or []
-        owners = [i + 1 for i, n in zip(seen, self.pred_counts) for _ in range(n)]
+        # the ground truth's image ids are dataset index + 1; `pred_to_json` kept each prediction's image file
+        index = {label["im_file"]: i for i, label in enumerate(self.dataloader.dataset.labels)}
         dets = [
-            {**d, "image_id": image_id, "category_id": cls[d["category_id"]] + 1}
-            for d, image_id in zip(self.jdict, owners)
+            {**d, "image_id": index[f] + 1, "category_id": cls[d["category_id"]] + 1}
+            for d, f in zip(self.jdict, self._det_files)
         ]
         return coco.evaluate(truth.source, dets, progress=True, backend=self.coco_backend)
 
