@@ -201,6 +201,9 @@ class SPDDetectionTrainer(FaultTolerantTrainer, DetectionTrainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.best_epoch = None  # 1-based epoch of best_fitness, as recorded in the checkpoints (FITNESS_KEY)
+        # this trainer's own list: the event's list is shared with the Model that made it, and with its later trainers
+        event = "on_pretrain_routine_end"
+        self.callbacks = {**self.callbacks, event: [*self.callbacks[event], _before_first_epoch]}
         self._finetune = None  # (rule record, [(parameter, keep mask)]) when training starts from an SPD upgrade
 
     def get_model(self, cfg=None, weights=None, verbose=True):
@@ -264,16 +267,17 @@ class SPDDetectionTrainer(FaultTolerantTrainer, DetectionTrainer):
         validator.data, validator.names = self.data, self.data["names"]  # for coco_ground_truth before the first epoch
         return validator
 
-    def _setup_train(self):
-        """Stock; with COCO metrics, results.csv gets their columns also for epochs that are not validated (-1), and
-        a COCO fitness is checked to be defined on the validation set (`check_fitness`) before the first epoch."""
-        super()._setup_train()
-        if RANK in {-1, 0} and self.coco_metrics:
+    def before_first_epoch(self) -> None:
+        """Run by ultralytics' ``on_pretrain_routine_end`` event (`_before_first_epoch`), after the callbacks added
+        before training: with COCO metrics, results.csv gets their columns also for epochs that are not validated
+        (-1), and a COCO fitness is checked to be defined on the validation set (`check_fitness`)."""
+        if RANK not in {-1, 0}:
+            return
+        if self.coco_metrics:
             items, n = list(self.metrics.items()), len(self.validator.metrics.keys)  # the order validation returns
             coco_items = [*((c, -1.0) for c in COCO_COLUMNS.values()), (COCO_TIME_COLUMN, 0.0)]
             self.metrics = dict(items[:n] + coco_items + items[n:])
-        if RANK in {-1, 0}:
-            self.check_fitness()
+        self.check_fitness()
 
     def check_fitness(self) -> None:
         """Raise FitnessError if the COCO stat that selects best.pt is undefined on this validation set: pycocotools
@@ -324,3 +328,8 @@ class SPDDetectionTrainer(FaultTolerantTrainer, DetectionTrainer):
         if self.coco_metrics and self.validator is not None:
             self.validator.args.save_json = True
         super().final_eval()
+
+
+def _before_first_epoch(trainer: SPDDetectionTrainer) -> None:
+    """``on_pretrain_routine_end`` callback of every `SPDDetectionTrainer` (added by its ``__init__``)."""
+    trainer.before_first_epoch()
