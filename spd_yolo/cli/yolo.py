@@ -19,14 +19,16 @@ ultralytics' own `ultralytics.cfg.entrypoint`; nothing of it is copied. We exten
    `SPDDetectionTrainer` / `SPDDetectionValidator` for detect and `SPDClassificationTrainer` /
    `SPDClassificationValidator` for classify) with the model-name check of point 1. This is the one place where the
    model is made, so it is the smallest hook: ``Model.train(trainer=...)`` cannot be reached from outside the
-   entrypoint, and patching ``task_map`` of ultralytics' own class would change every ``YOLO`` in the process. RT-DETR, SAM, FastSAM and NAS names keep ultralytics' classes.
+   entrypoint, and patching ``task_map`` of ultralytics' own class would change every ``YOLO`` in the process.
+   RT-DETR, SAM, FastSAM and NAS names keep ultralytics' classes.
 3. ``info``, which this ultralytics version has no mode for: ``spd-yolo info model=NAME [detailed=True]
    [imgsz=640]`` prints the layers, parameters, gradients and GFLOPs of a model (`Model.info`).
 
 Errors: ours (`SPDError`, a missing file) print one ``error:`` line and exit 1, as the other scripts do. ultralytics'
-own argument checks (an unknown mode or argument, a bad value) print ultralytics' message, likewise without a
-traceback, and so does a failed download of a model or dataset that ultralytics knows by name (``model=yolo26n.pt``,
-its default when none is given; offline unless ``YOLO_OFFLINE=0``). Any other exception keeps its traceback.
+own argument checks (an unknown mode or argument, a bad value), which `check_cfg_args` runs before the entrypoint,
+print ultralytics' message, likewise without a traceback, and so does a failed download of a model or dataset that
+ultralytics knows by name (``model=yolo26n.pt``, its default when none is given; offline unless ``YOLO_OFFLINE=0``).
+Any other exception keeps its traceback.
 
 Examples:
     spd-yolo detect train model=yolov8n-SPD.yaml data=datasets/spd-demo/data.yaml epochs=30 imgsz=256
@@ -45,13 +47,23 @@ from pathlib import Path
 
 import ultralytics
 import ultralytics.cfg
-from ultralytics.cfg import TASKS, entrypoint, merge_equals_args, parse_key_value_pair, smart_value
+from ultralytics.cfg import (
+    DEFAULT_CFG_DICT,
+    MODES,
+    TASKS,
+    check_cfg,
+    check_dict_alignment,
+    entrypoint,
+    merge_equals_args,
+    parse_key_value_pair,
+    smart_value,
+)
 from ultralytics.utils import SETTINGS, env_bool
 from ultralytics.utils.checks import check_yolov5u_filename
 from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
 
 from spd_yolo.cli.common import run_main
-from spd_yolo.errors import CLIError, SPDError
+from spd_yolo.errors import CLIError
 from spd_yolo.model import YOLO
 from spd_yolo.models.configs import available_models, resolve_model_cfg
 
@@ -183,13 +195,31 @@ def info(args: list[str]) -> int:
     return 0
 
 
-def raised_by_ultralytics_cfg(e: BaseException) -> bool:
-    """True for an exception raised by ultralytics' argument and value checks (module `ultralytics.cfg`: an unknown
-    argument or mode, a missing '=', a value of the wrong type or range): a user input error, not a failure."""
-    tb = e.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb is not None and tb.tb_frame.f_globals.get("__name__") == ultralytics.cfg.__name__
+def check_cfg_args(args: list[str]) -> None:
+    """ultralytics' own checks of the ``key=value`` arguments (`parse_key_value_pair`, `check_dict_alignment`: known
+    keys, `check_cfg`: types and ranges) and of the mode and task values, run before its entrypoint, so that an error
+    they raise is known to be about the input. CLIError with ultralytics' message."""
+    overrides = {}
+    try:
+        for a in args:
+            a = a.removeprefix("--").removesuffix(",")  # as the entrypoint reads them
+            if "=" not in a:
+                continue
+            try:
+                key, value = parse_key_value_pair(a)
+            except (NameError, SyntaxError, ValueError, AssertionError) as e:
+                check_dict_alignment(DEFAULT_CFG_DICT, {a: ""}, e)  # ultralytics' message for a bad pair
+                raise
+            overrides[key] = value
+        check_dict_alignment(DEFAULT_CFG_DICT, overrides)
+        check_cfg({k: v for k, v in overrides.items() if k != "cfg"})  # a copy: check_cfg converts values in place
+    except (NameError, SyntaxError, ValueError, TypeError, AssertionError) as e:
+        raise CLIError(str(e).strip()) from None
+    mode, task = overrides.get("mode"), overrides.get("task")
+    if mode is not None and mode not in MODES:
+        raise CLIError(f"Invalid 'mode={mode}'. Valid modes are {list(MODES)}.")
+    if task is not None and task not in (*TASKS, "track"):
+        raise CLIError(f"Invalid 'task={task}'. Valid tasks are {list(TASKS)}.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,14 +228,16 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         args = ["help"]  # ultralytics' help (also for --help, without its "leading dashes" warning)
     try:
-        args = resolve_args(args)
-        if "info" in args:
-            return info(args)
+        args = resolve_args(args)  # ultralytics' merge_equals_args: SyntaxError for an unmatched bracket
+    except SyntaxError as e:
+        raise CLIError(str(e).strip()) from None
+    if "info" in args:
+        return info(args)
+    check_cfg_args(args)
+    try:
         with entrypoint_model(EntrypointYOLO), entrypoint_argv(args):
             entrypoint()
-    except (SyntaxError, ValueError, TypeError) as e:
-        if isinstance(e, SPDError) or not raised_by_ultralytics_cfg(e):
-            raise
+    except SyntaxError as e:  # ultralytics' entrypoint raises it for a bare word that is no task, mode or command
         raise CLIError(str(e).strip()) from None
     except ConnectionError as e:  # ultralytics could not download a model or dataset it knows by name
         offline = env_bool("YOLO_OFFLINE")
