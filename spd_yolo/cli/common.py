@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import yaml
-from PIL import Image
 from ultralytics.cfg import check_cfg
 from ultralytics.data.utils import DATASET_KEY_TYPES, IMG_FORMATS, img2label_paths
 from ultralytics.nn.autobackend import check_class_names
@@ -33,6 +32,7 @@ from ultralytics.utils.torch_utils import select_device
 
 from spd_yolo import coco
 from spd_yolo.data.folders import check_classification_folders, find_split, is_image, resolve_root
+from spd_yolo.data.images import image_size
 from spd_yolo.errors import CheckpointError, ClassificationDataError, CLIError, SPDError
 from spd_yolo.model import YOLO
 from spd_yolo.models.configs import load_model_yaml
@@ -460,8 +460,7 @@ def cls_imgsz_from_data(root: str) -> int:
         for name in sorted(files):
             if is_image(name):
                 try:
-                    with Image.open(Path(folder) / name) as im:
-                        return max(32, -(-max(im.size) // 32) * 32)
+                    return max(32, -(-max(image_size(Path(folder) / name)) // 32) * 32)
                 except OSError:
                     continue
     return 32

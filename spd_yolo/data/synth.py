@@ -221,7 +221,7 @@ def _add_noise(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(img + noise, 0, 255).astype(np.uint8)
 
 
-def _image_size(imgsz: int, rng: np.random.Generator) -> tuple[int, int]:
+def _pick_height_width(imgsz: int, rng: np.random.Generator) -> tuple[int, int]:
     """(height, width): square ``imgsz`` mostly, else a 4:3 landscape or portrait image (320x240 for 256)."""
     if rng.random() >= NONSQUARE_FRACTION:
         return imgsz, imgsz
@@ -231,7 +231,7 @@ def _image_size(imgsz: int, rng: np.random.Generator) -> tuple[int, int]:
 
 def render_image(imgsz: int, rng: np.random.Generator) -> tuple[np.ndarray, list[Box]]:
     """Render one BGR image and its tight object boxes."""
-    h, w = _image_size(imgsz, rng)
+    h, w = _pick_height_width(imgsz, rng)
     img = _background(h, w, rng)
     boxes: list[Box] = []
     for size in _object_sizes(h, w, rng):  # largest first: later (smaller) objects never hide earlier ones
