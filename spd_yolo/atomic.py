@@ -1,17 +1,19 @@
 # SPD-YOLO, AGPL-3.0 license
-"""Atomic file writes: a reader (or a process killed mid-write) sees the old file or the new one, never a torn one."""
+"""Atomic writes: a reader (or a process killed mid-write) sees the old file or folder or the new one, never a torn one."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import os
+import shutil
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
-__all__ = ("atomic_write", "atomic_torch_save", "AtomicPath", "atomic_torch_saves")
+__all__ = ("atomic_write", "atomic_torch_save", "AtomicPath", "atomic_torch_saves", "staged_folder")
 
 _UMASK = os.umask(0)  # read once at import (single-threaded): new files get the usual 0o666 & ~umask mode
 os.umask(_UMASK)
@@ -73,3 +75,32 @@ def atomic_torch_saves():
         yield
     finally:
         torch.save = original
+
+
+@contextlib.contextmanager
+def staged_folder(dst: str | os.PathLike) -> Iterator[Path]:
+    """Build the folder `dst` all at once: yields a new empty folder beside it (``.<name>.*.tmp``) to fill; when the
+    block ends without error that folder takes dst's place (renamed; an existing dst is moved aside first and deleted
+    only once the new one is in place), on any error (Ctrl-C too) it is deleted and dst is left as it was.
+
+    Whether an existing dst may be replaced is the caller's to check before."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp made it 0o700; the folder gets the mode a plain mkdir would give
+        yield tmp
+        if not dst.exists():
+            os.replace(tmp, dst)
+            return
+        old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".old", dir=dst.parent))
+        os.replace(dst, old / dst.name)
+        try:
+            os.replace(tmp, dst)
+        except BaseException:
+            os.replace(old / dst.name, dst)  # put the old one back
+            old.rmdir()
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

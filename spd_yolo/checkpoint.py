@@ -4,9 +4,9 @@
 ultralytics unpickles a checkpoint first and explains afterwards: a text file renamed ``.pt`` fails with ``invalid
 literal for int() with base 10``, and a module the checkpoint names but this environment lacks triggers a pip install
 attempt. `check_checkpoint` looks first, without running anything: the container (``torch.save``'s zip archive or its
-legacy pickle), whether the archive is whole, and every module and class its pickle names (read with `pickletools`),
-each of which must be importable here. `checkpoint_errors` turns what is left (damage inside an intact archive) into
-the same `CheckpointError`.
+legacy pickle), whether the archive is whole, and every module and class its pickle names (read, without running
+anything, by torch's `torch.serialization.get_unsafe_globals_in_checkpoint`), each of which must be importable here.
+`checkpoint_errors` turns what is left (damage inside an intact archive) into the same `CheckpointError`.
 """
 
 from __future__ import annotations
@@ -15,43 +15,22 @@ import _compat_pickle
 import contextlib
 import importlib
 import pickle
-import pickletools
 import re
 import zipfile
 from importlib import metadata
 from pathlib import Path
 from typing import Iterator
 
+import torch
+
 from spd_yolo.errors import CheckpointError
 
-__all__ = ("check_checkpoint", "checkpoint_errors", "pickled_globals")
+__all__ = ("check_checkpoint", "checkpoint_errors")
 
 # Modules resolved by ultralytics' own legacy aliases while it loads (renamed ultralytics modules, Windows paths):
 # ultralytics reports those itself.
 _ALIASED = ("ultralytics", "pathlib")
 _OURS = {"spd_yolo", "spd_modules"}  # importable names of the spd-yolo distribution
-_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
-
-
-def pickled_globals(data: bytes) -> set[tuple[str, str]]:
-    """The (module, qualified name) pairs a pickle refers to (GLOBAL and STACK_GLOBAL), read without unpickling."""
-    found, strings, memo = set(), [], {}
-    for op, arg, _ in pickletools.genops(data):
-        name = op.name
-        if name == "GLOBAL":
-            module, _, qualname = str(arg).partition(" ")
-            found.add((module, qualname))
-        elif name in _STRING_OPS:
-            strings.append(arg if isinstance(arg, str) else str(arg))
-        elif name in ("BINPUT", "LONG_BINPUT", "PUT") and strings:
-            memo[arg] = strings[-1]
-        elif name == "MEMOIZE" and strings:
-            memo[len(memo)] = strings[-1]
-        elif name in ("BINGET", "LONG_BINGET", "GET") and arg in memo:
-            strings.append(memo[arg])
-        elif name == "STACK_GLOBAL" and len(strings) >= 2:
-            found.add((strings[-2], strings[-1]))
-    return found
 
 
 def _missing(module: str, qualname: str) -> str | None:
@@ -109,14 +88,20 @@ def check_checkpoint(path: str | Path) -> None:
         if not pkl:
             raise CheckpointError(f"{p}: a zip archive but not a PyTorch checkpoint (no data.pkl inside)")
         try:
-            data = z.read(pkl[0])
+            z.read(pkl[0])  # checks the record's CRC too
         except (zipfile.BadZipFile, OSError, EOFError) as e:
             raise CheckpointError(f"{p}: truncated or damaged checkpoint ({e})") from None
-    try:
-        names = pickled_globals(data)
-    except (ValueError, EOFError) as e:  # pickletools' own errors for a cut or corrupt stream
-        raise CheckpointError(f"{p}: damaged checkpoint, its pickle cannot be read ({e})") from None
-    for module, qualname in sorted(names):
+    try:  # the classes and functions its pickle names, but those torch's safe loading already allows (all importable)
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(p)
+    except EOFError:
+        raise CheckpointError(f"{p}: damaged checkpoint, its pickle ends early") from None
+    except ValueError as e:  # e.g. a TorchScript archive (torch.jit.save)
+        raise CheckpointError(f"{p}: not a checkpoint that torch.load reads ({e})") from None
+    except RuntimeError as e:  # torch's archive reader refuses what zipfile accepted
+        raise CheckpointError(f"{p}: damaged checkpoint, torch cannot read its archive ({e})") from None
+    except pickle.UnpicklingError:  # an opcode torch's reader does not follow (pickle protocol > 2, or damage):
+        return  # left to torch.load, whose failure `checkpoint_errors` reports
+    for module, qualname in sorted(name.rsplit(".", 1) for name in names):  # a GLOBAL's name holds no dot (protocol 2)
         if module.split(".")[0] in _ALIASED:
             continue
         what = _missing(module, qualname)
@@ -138,6 +123,11 @@ def checkpoint_errors(path: str | Path) -> Iterator[None]:
         yield
     except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile) as e:
         raise CheckpointError(f"{p}: damaged checkpoint, it cannot be unpickled ({type(e).__name__}: {e})") from e
+    except ModuleNotFoundError as e:  # named by a pickle that `check_checkpoint` could not read (protocol > 2)
+        if not e.name:
+            raise
+        raise CheckpointError(f"{p}: the checkpoint needs module '{e.name}', which this environment does not have; "
+                              f"{_remedy(e.name)}") from e
     except RuntimeError as e:
         if "PytorchStreamReader" not in str(e):
             raise

@@ -11,13 +11,13 @@ its C++ matching and accumulation give the same 12 numbers (tests/test_coco_back
 COCO-sized sets (benchmarks/bench_coco_eval.py).
 
 The size buckets (small < 32², medium 32²..96², large > 96² pixels of area) are only meaningful at the ORIGINAL image
-size, so ground truth built from YOLO labels (:func:`gt_from_labels`, :func:`read_yolo_labels`) is scaled to the
-original image size, never to the letterboxed network input. With an official COCO annotation file
+size, so ground truth built from YOLO labels (:func:`gt_from_labels`; :func:`split_ground_truth` feeds it the labels
+ultralytics' dataset read and verified) is scaled to the original image size, never to the letterboxed network input. With an official COCO annotation file
 (:func:`find_annotation_file`), the file's own ``area`` field (the segmentation-mask area) decides the bucket, as in
 every published COCO number.
 
 Examples:
-    >>> records = read_yolo_labels(["data/images/val/0001.jpg"])
+    >>> records = [{"file_name": "0001.jpg", "height": 480, "width": 640, "cls": [0], "bboxes": [[0.5, 0.5, 0.1, 0.2]]}]
     >>> gt = gt_from_labels(records, {0: "person"})
     >>> stats = evaluate(gt, detections)  # detections: COCO result dicts in original-image pixels
     >>> print(format_table({"yolov5s-SPD": stats}))
@@ -40,12 +40,12 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
-from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from ultralytics.utils import LOGGER, TQDM
 
 from spd_yolo.atomic import atomic_write
+from spd_yolo.data.images import image_size
 
 __all__ = (
     "STAT_NAMES",
@@ -60,11 +60,9 @@ __all__ = (
     "evaluate",
     "find_annotation_file",
     "read_annotation_file",
-    "image_size",
     "load_stats",
     "format_table",
     "gt_from_labels",
-    "read_yolo_labels",
     "save_stats",
 )
 
@@ -81,7 +79,6 @@ BACKENDS = ("pycocotools", "faster-coco-eval")
 """COCOeval implementations `evaluate` can use; the first (pycocotools) is the default and the reference."""
 
 _YOLO_GT_DESCRIPTION = "YOLO labels"
-_COORD_TOL = 0.01  # ultralytics accepts normalized coordinates in [-0.01, 1.01]
 
 
 @dataclass(frozen=True)
@@ -145,98 +142,6 @@ def gt_from_labels(records: Iterable[dict], names: dict[int, str]) -> dict:
     }
 
 
-def _label_path(image_file: str | os.PathLike) -> Path:
-    """The ultralytics label path of an image: last ``/images/`` -> ``/labels/``, suffix -> ``.txt``."""
-    sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
-    return Path(sb.join(os.fspath(image_file).rsplit(sa, 1)).rsplit(".", 1)[0] + ".txt")
-
-
-def image_size(image_file: str | os.PathLike) -> tuple[int, int]:
-    """(width, height) as an image decoder (cv2) delivers it: header only, EXIF rotation 5-8 swaps the sides."""
-    with Image.open(image_file) as im:
-        w, h = im.size
-        try:
-            rotated = im.getexif().get(0x0112) in {5, 6, 7, 8}
-        except Exception:  # unreadable EXIF: ignore it, as ultralytics does
-            rotated = False
-    return (h, w) if rotated else (w, h)
-
-
-def _parse_label_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(cls (n,), boxes (n, 4) normalized xc yc w h) of one YOLO label file; ValueError on a malformed line.
-
-    Accepts what ultralytics accepts for detection: ``class xc yc w h`` rows, or ``class x1 y1 x2 y2 x3 y3 ...``
-    polygon rows (converted to their bounding box), not both in one file; coordinates in [-0.01, 1.01]. Exact
-    duplicate rows are dropped, as ultralytics does.
-    """
-    expected = "expected 'class xc yc w h' (5 numbers) or 'class x1 y1 x2 y2 x3 y3 ...' (a polygon of >= 3 points)"
-    rows: list[tuple[int, float, np.ndarray, np.ndarray]] = []  # (line number, class, box, key for duplicates)
-    kinds = set()
-    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
-        parts = line.split()
-        if not parts:
-            continue
-        where = f"{path}, line {lineno}"
-        if len(parts) != 5 and (len(parts) < 7 or len(parts) % 2 == 0):
-            raise ValueError(f"{where}: {len(parts)} values, {expected}: {line.strip()!r}")
-        try:
-            values = np.array([float(p) for p in parts], dtype=np.float64)
-        except ValueError:
-            raise ValueError(f"{where}: not a number, {expected}: {line.strip()!r}") from None
-        if not np.isfinite(values).all():
-            raise ValueError(f"{where}: non-finite value, {expected}: {line.strip()!r}")
-        c = values[0]
-        if c < 0 or c % 1:
-            raise ValueError(f"{where}: class must be a non-negative integer, got {parts[0]!r}")
-        if len(parts) == 5:
-            kinds.add("box")
-            box = values[1:]
-        else:
-            kinds.add("polygon")
-            xy = values[1:].reshape(-1, 2)
-            (x1, y1), (x2, y2) = xy.min(0), xy.max(0)
-            box = np.array([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1])
-        if len(kinds) > 1:
-            raise ValueError(f"{where}: the file mixes box rows (5 values) and polygon rows; use one kind per file")
-        if box.max() > 1 + _COORD_TOL or box.min() < -_COORD_TOL or box[2:].min() < 0:
-            raise ValueError(
-                f"{where}: box (xc, yc, w, h) = {tuple(round(float(v), 6) for v in box)} is not normalized; "
-                f"expected values in [0, 1] (relative to the image size) and w, h >= 0"
-            )
-        rows.append((lineno, c, box, values))
-    seen, cls, boxes, dropped = set(), [], [], 0
-    for _, c, box, values in rows:
-        key = values.astype(np.float32).tobytes()  # ultralytics compares float32 rows
-        if key in seen:
-            dropped += 1
-            continue
-        seen.add(key)
-        cls.append(c)
-        boxes.append(box)
-    if dropped:
-        warnings.warn(f"{path}: {dropped} duplicate label rows removed (as ultralytics does)", stacklevel=3)
-    return np.array(cls, dtype=np.float64), np.array(boxes, dtype=np.float64).reshape(-1, 4)
-
-
-def read_yolo_labels(image_files: Iterable[str | os.PathLike]) -> list[dict]:
-    """Records for :func:`gt_from_labels`, read from disk.
-
-    Image size comes from the file header (PIL, no decode; EXIF-rotated JPEGs get their displayed size, like cv2).
-    Labels follow the ultralytics convention (``.../images/x.jpg`` -> ``.../labels/x.txt``); a missing or empty label
-    file means no objects. ``file_name`` is the image path as given. Malformed lines raise ValueError (file + line).
-    """
-    records = []
-    for f in image_files:
-        width, height = image_size(f)
-        label_file = _label_path(f)
-        if label_file.is_file():
-            cls, boxes = _parse_label_file(label_file)
-        else:
-            cls, boxes = np.zeros(0), np.zeros((0, 4))
-        records.append({"file_name": os.fspath(f), "height": height, "width": width, "cls": cls, "bboxes": boxes})
-    return records
-
-
 def find_annotation_file(dataset_root: str | os.PathLike, split_dir_name: str) -> Path | None:
     """The official COCO annotation file of a split, ``dataset_root/annotations/instances_{split}.json``, or None.
 
@@ -283,7 +188,7 @@ def split_ground_truth(labels: list[dict], names: dict[int, str], dataset_root: 
     if anno is None:
         records = []
         for lb in labels:  # rect validation reorders labels and drops "shape": read the size from the header
-            h, w = lb["shape"] if "shape" in lb else image_size(lb["im_file"])[::-1]
+            h, w = lb["shape"] if "shape" in lb else image_size(lb["im_file"])[::-1]  # (w, h) -> (h, w)
             records.append(
                 {"file_name": lb["im_file"], "height": h, "width": w, "cls": lb["cls"], "bboxes": lb["bboxes"]}
             )

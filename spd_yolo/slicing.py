@@ -33,7 +33,6 @@ import numpy as np
 import torch
 from sahi.models.ultralytics import UltralyticsDetectionModel
 from sahi.predict import LOW_MODEL_CONFIDENCE, POSTPROCESS_NAME_TO_CLASS, get_sliced_prediction
-from sahi.slicing import get_slice_bboxes
 from ultralytics.cfg import get_cfg
 from ultralytics.data import build_yolo_dataset
 from ultralytics.data.utils import check_det_dataset
@@ -53,7 +52,6 @@ __all__ = (
     "SlicedDetector",
     "SlicedPredictor",
     "sliced_coco_eval",
-    "slice_boxes",
 )
 
 MERGE_TYPES = tuple(POSTPROCESS_NAME_TO_CLASS)  # sahi's postprocess types: GREEDYNMM, NMM, NMS, LSNMS
@@ -110,12 +108,6 @@ class SliceSettings:
                 raise ValueError("LSNMS needs the lsnms package: pip install 'lsnms>0.3.1'")
         if self.batch < 1:
             raise ValueError(f"slices per batch must be >= 1, got {self.batch}")
-
-
-def slice_boxes(height: int, width: int, size: tuple[int, int], overlap: float) -> list[list[int]]:
-    """The slices sahi cuts from a height x width frame: [x1, y1, x2, y2] each (sahi's ``get_slice_bboxes``)."""
-    return get_slice_bboxes(height, width, slice_height=size[0], slice_width=size[1], auto_slice_resolution=False,
-                            overlap_height_ratio=overlap, overlap_width_ratio=overlap)
 
 
 class _LoadedUltralyticsModel(UltralyticsDetectionModel):

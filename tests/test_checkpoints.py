@@ -2,6 +2,7 @@
 """Checkpoints with SPD layers load in fresh processes: plain ultralytics, another directory, safe loading."""
 
 import os
+import pickletools
 import subprocess
 import sys
 import zipfile
@@ -11,7 +12,7 @@ import torch
 
 import spd_yolo
 from helpers import REPO, rewrite_pickle, run_python
-from spd_yolo.checkpoint import check_checkpoint, pickled_globals
+from spd_yolo.checkpoint import check_checkpoint
 from spd_yolo.errors import CheckpointError
 
 
@@ -119,9 +120,14 @@ print("close", torch.allclose(y, io["y"], rtol=1e-5, atol=1e-6), type(model.mode
 
 
 def _our_modules(path) -> set:
+    """The modules of ours a checkpoint's pickle names: torch.save writes pickle protocol 2, where each class is one
+    GLOBAL opcode 'module name'."""
     with zipfile.ZipFile(path) as z:
         data = z.read(next(n for n in z.namelist() if n.endswith("/data.pkl")))
-    return {m for m, _ in pickled_globals(data) if m.startswith(("spd", "models"))}
+    ops = list(pickletools.genops(data))
+    assert not any(op.name == "STACK_GLOBAL" for op, _, _ in ops)  # protocol 2: every class is a GLOBAL
+    modules = {str(arg).split(" ")[0] for op, arg, _ in ops if op.name == "GLOBAL"}
+    return {m for m in modules if m.startswith(("spd", "models"))}
 
 
 def test_new_checkpoints_name_only_the_spd_yolo_package(checkpoint, tmp_path):
@@ -225,6 +231,13 @@ def _bad_files(checkpoint, folder):
     renamed = rewrite_pickle(checkpoint, folder / "renamed.pt", old, b"cspd_yolo.layers.space_to_depth\nSPDConvV2\n")
     moved = rewrite_pickle(checkpoint, folder / "moved.pt", old, b"cspd_yolo.fancy_layers\nSPDConv\n")
     foreign = rewrite_pickle(checkpoint, folder / "foreign.pt", old, b"cdetectron_blocks.conv\nSPDConv\n")
+    with zipfile.ZipFile(checkpoint) as zin, zipfile.ZipFile(folder / "cut_pickle.pt", "w") as zout:  # archive intact
+        for item in zin.infolist():
+            data = zin.read(item)
+            zout.writestr(item, data[: len(data) // 2] if item.filename.endswith("/data.pkl") else data)
+    torch.save(torch.load(checkpoint, weights_only=False), folder / "protocol4.pt", pickle_protocol=4)
+    moved4 = rewrite_pickle(folder / "protocol4.pt", folder / "moved4.pt", b"spd_yolo.layers.space_to_depth",
+                            b"spd_yolo.fancy_layers_23456789")  # same length: the pickle's string and frame sizes hold
     return {
         empty: "the file is empty (0 bytes), not a PyTorch checkpoint",
         text: "not a PyTorch checkpoint (a file written by torch.save, such as ultralytics' best.pt); it starts with "
@@ -238,6 +251,9 @@ def _bad_files(checkpoint, folder):
                "written by another version of spd-yolo",
         foreign: "the checkpoint needs module 'detectron_blocks', which this environment does not have; install the "
                  "package that provides the module 'detectron_blocks'",
+        folder / "cut_pickle.pt": "damaged checkpoint, its pickle ends early",
+        moved4: "the checkpoint needs module 'spd_yolo.fancy_layers_23456789', which this environment does not have; "
+                "it was written by another version of spd-yolo",
     }
 
 

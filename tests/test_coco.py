@@ -1,10 +1,11 @@
 # SPD-YOLO, AGPL-3.0 license
-"""spd_yolo.coco: hand-computed pycocotools numbers, original-size area buckets, label reading and reports."""
+"""spd_yolo.coco: hand-computed pycocotools numbers, original-size area buckets, ground truth from the dataset's labels
+and reports."""
 
 import csv
 import json
-import re
 import warnings
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -20,9 +21,10 @@ from spd_yolo.coco import (
     find_annotation_file,
     format_table,
     gt_from_labels,
-    read_yolo_labels,
     save_stats,
+    split_ground_truth,
 )
+from spd_yolo.data.images import image_size
 
 NAMES = {0: "object"}
 RECALL_THRESHOLDS = [i / 100 for i in range(101)]  # COCO's 101 recall points 0.00, 0.01, ..., 1.00
@@ -228,73 +230,63 @@ def _write_image(path, width, height, with_pil=False):
     return path
 
 
-def test_read_yolo_labels(tmp_path):
+def _dataset_labels(folder, names, rect):
+    """The labels of an image folder as ultralytics' validation dataset reads and verifies them (the one YOLO label
+    reader: val.py's ground truth comes from these)."""
+    from ultralytics.data.dataset import YOLODataset
+
+    data = {"names": names, "nc": len(names), "channels": 3}
+    return YOLODataset(img_path=str(folder), data=data, imgsz=64, augment=False, rect=rect, batch_size=2).labels
+
+
+@pytest.mark.parametrize("rect", [False, True], ids=["labels-with-shapes", "rect-reordered-no-shapes"])
+def test_split_ground_truth_from_the_datasets_labels(tmp_path, rect):
     root = tmp_path / "data"
     a = _write_image(root / "images" / "val" / "a.jpg", 64, 48)  # cv2, non-square
     b = _write_image(root / "images" / "val" / "b.png", 30, 70, with_pil=True)
-    c = _write_image(root / "images" / "val" / "c.png", 16, 16)
-    d = _write_image(root / "images" / "val" / "d.png", 16, 16)
+    c = _write_image(root / "images" / "val" / "c.png", 16, 16)  # no label file: a background image
     labels = root / "labels" / "val"
     labels.mkdir(parents=True)
     (labels / "a.txt").write_text("0 0.5 0.5 0.25 0.5\n\n2 0.25 0.75 0.125 0.0625\n")
     # b.txt: polygon row (bounding box x 0.1..0.5, y 0.2..0.6) as in ultralytics' segment labels
     (labels / "b.txt").write_text("1 0.1 0.2 0.5 0.2 0.5 0.6 0.1 0.6\n")
-    (labels / "c.txt").write_text("  \n")  # empty file; d has no label file at all
+    names = {0: "a", 1: "b", 2: "c"}
+    dataset = _dataset_labels(root / "images" / "val", names, rect)
+    assert ("shape" in dataset[0]) is not rect  # rect validation drops it: the size is then read from the header
 
-    recs = read_yolo_labels([a, str(b), c, d])
-    assert [(r["file_name"], r["width"], r["height"]) for r in recs] == [
-        (str(a), 64, 48), (str(b), 30, 70), (str(c), 16, 16), (str(d), 16, 16),
+    truth = split_ground_truth(dataset, names, root)
+    assert truth.anno is None and truth.evaluated is None and truth.source is truth.gt
+    assert truth.categories == {0: 1, 1: 2, 2: 3}
+    files = [lb["im_file"] for lb in dataset]
+    assert truth.image_ids == {f: i + 1 for i, f in enumerate(files)}
+    images = {im["id"]: im for im in truth.gt["images"]}
+    assert {Path(images[i]["file_name"]).name: (images[i]["width"], images[i]["height"]) for i in images} == {
+        "a.jpg": (64, 48), "b.png": (30, 70), "c.png": (16, 16)}
+    boxes = sorted((Path(images[g["image_id"]]["file_name"]).name, g["category_id"], g["bbox"], g["area"])
+                   for g in truth.gt["annotations"])
+    expected = [  # original pixels: (0.375*64, 0.25*48, 0.25*64, 0.5*48) ...
+        ("a.jpg", 1, [24.0, 12.0, 16.0, 24.0], 384.0),
+        ("a.jpg", 3, [12.0, 34.5, 8.0, 3.0], 24.0),
+        ("b.png", 2, [3.0, 14.0, 12.0, 28.0], 336.0),
     ]
-    np.testing.assert_array_equal(recs[0]["cls"], [0, 2])
-    np.testing.assert_array_equal(recs[0]["bboxes"], [[0.5, 0.5, 0.25, 0.5], [0.25, 0.75, 0.125, 0.0625]])
-    np.testing.assert_array_equal(recs[1]["cls"], [1])
-    np.testing.assert_allclose(recs[1]["bboxes"], [[0.3, 0.4, 0.4, 0.4]], atol=1e-12)
-    for r in recs[2:]:
-        assert len(r["cls"]) == 0 and r["bboxes"].shape == (0, 4)
-
-    gt = gt_from_labels(recs, {0: "a", 1: "b", 2: "c"})
-    assert gt["annotations"][0]["bbox"] == [24.0, 12.0, 16.0, 24.0]  # (0.375*64, 0.25*48, 0.25*64, 0.5*48)
-    assert len(gt["annotations"]) == 3 and gt["info"]["description"] == "YOLO labels"
+    assert [(f, c) for f, c, _, _ in boxes] == [(f, c) for f, c, _, _ in expected]
+    for (_, _, box, area), (_, _, want, want_area) in zip(boxes, expected):
+        assert box == pytest.approx(want, abs=1e-4) and area == pytest.approx(want_area, abs=1e-3)
+    assert {a, b, c} == {Path(f) for f in files}
 
 
-def test_read_yolo_labels_exif_rotation(tmp_path):
+def test_image_size_is_the_decoded_size(tmp_path):
     """A JPEG stored 40x20 with EXIF orientation 6 is decoded (cv2, ultralytics) as 20 wide x 40 high."""
-    path = tmp_path / "images" / "r.jpg"
-    path.parent.mkdir(parents=True)
+    path = tmp_path / "r.jpg"
     exif = Image.Exif()
     exif[0x0112] = 6
     Image.new("RGB", (40, 20)).save(path, exif=exif)
-    (rec,) = read_yolo_labels([path])
-    assert (rec["height"], rec["width"]) == cv2.imread(str(path)).shape[:2] == (40, 20)
-
-
-@pytest.mark.parametrize(
-    "text, line, pattern",
-    [
-        ("0 0.5 0.5 0.2\n", 1, r"4 values, expected 'class xc yc w h'"),
-        ("0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2 0.9\n", 2, r"6 values, expected"),
-        ("0 0.5 0.5 0.2 0.2\n\n1 0.5 abc 0.2 0.2\n", 3, r"not a number, expected"),
-        ("0.5 0.5 0.5 0.2 0.2\n", 1, r"class must be a non-negative integer"),
-        ("0 0.5 0.5 1.8 0.2\n", 1, r"\(0\.5, 0\.5, 1\.8, 0\.2\) is not normalized; expected values in \[0, 1\]"),
-        ("0 0.5 0.5 0.2 0.2\n0 0.1 0.1 0.2 0.1 0.2 0.2\n", 2, r"mixes box rows"),
-    ],
-)
-def test_read_yolo_labels_malformed(tmp_path, text, line, pattern):
-    img = _write_image(tmp_path / "images" / "x.png", 8, 8)
-    label = tmp_path / "labels" / "x.txt"
-    label.parent.mkdir()
-    label.write_text(text)
-    with pytest.raises(ValueError, match=rf"{re.escape(str(label))}, line {line}: .*{pattern}"):
-        read_yolo_labels([img])
-
-
-def test_read_yolo_labels_drops_duplicates(tmp_path):
-    img = _write_image(tmp_path / "images" / "x.png", 8, 8)
-    (tmp_path / "labels").mkdir()
-    (tmp_path / "labels" / "x.txt").write_text("0 0.5 0.5 0.2 0.2\n1 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2\n")
-    with pytest.warns(UserWarning, match="1 duplicate label rows removed"):
-        (rec,) = read_yolo_labels([img])
-    np.testing.assert_array_equal(rec["cls"], [0, 1])
+    assert image_size(path) == cv2.imread(str(path)).shape[1::-1] == (20, 40)
+    assert image_size(_write_image(tmp_path / "plain.png", 30, 70, with_pil=True)) == (30, 70)
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("not an image")
+    with pytest.raises(OSError, match="cannot identify image file"):
+        image_size(notes)
 
 
 def test_find_annotation_file(tmp_path):

@@ -103,14 +103,18 @@ def test_help_lists_the_slice_flags(name, module):
 def test_sahi_makes_the_expected_grid_of_slices(untrained, size, overlap):
     """The real model runs on every slice sahi cuts: as many as the grid of size / overlap over 1280x960."""
     from spd_yolo import YOLO
-    from spd_yolo.slicing import SlicedDetector, SliceSettings, slice_boxes
+    from sahi.slicing import get_slice_bboxes
+
+    from spd_yolo.slicing import SlicedDetector, SliceSettings
 
     im, _ = squares_frame(0)
     detector = SlicedDetector(YOLO(untrained["det"]), SliceSettings(size=size, overlap=overlap, batch=4), imgsz=320,
                               device="cpu")
     boxes, n_slices = detector(im)
     expected = expected_slices(size[0], overlap, H) * expected_slices(size[1], overlap, W)
-    assert n_slices == expected == len(slice_boxes(H, W, size, overlap))
+    cut = get_slice_bboxes(H, W, slice_height=size[0], slice_width=size[1], auto_slice_resolution=False,
+                           overlap_height_ratio=overlap, overlap_width_ratio=overlap)  # sahi's own grid
+    assert n_slices == expected == len(cut)
     assert boxes.shape[1] == 6 and (boxes[:, :4] >= 0).all()
     assert (boxes[:, [0, 2]] <= W).all() and (boxes[:, [1, 3]] <= H).all()
 

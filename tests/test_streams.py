@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from helpers import ok, script
-from spd_yolo.cli import common
+from spd_yolo.cli import sources
 from spd_yolo.cli.detect import cli as detect_cli
 from spd_yolo.errors import CLIError
 
@@ -200,8 +200,8 @@ def frame_count(out: str) -> int:
 
 def test_stream_url_that_answers_passes(serve):
     srv = serve()
-    assert common.check_source(srv.url("/live")) == srv.url("/live")
-    assert common.check_source(srv.url("/live.mjpg")) == srv.url("/live.mjpg")  # not a suffix ultralytics downloads
+    assert sources.check_source(srv.url("/live")) == srv.url("/live")
+    assert sources.check_source(srv.url("/live.mjpg")) == srv.url("/live.mjpg")  # not a suffix ultralytics downloads
     assert srv.requests == ["/live", "/live.mjpg"]  # one GET each, closed after the headers
     assert not srv.over.is_set()
 
@@ -212,7 +212,7 @@ def test_stream_url_with_video_suffix_becomes_streams_file(serve, path):
     check_file) into the working directory, which for a live stream never ends; check_source lists it in a .streams
     file instead, which ultralytics streams."""
     srv = serve()
-    source = common.check_source(srv.url(path))
+    source = sources.check_source(srv.url(path))
     assert source.endswith(".streams") and Path(source).read_text().split() == [srv.url(path)]
     from ultralytics.data.build import check_source as ultralytics_check_source
 
@@ -234,17 +234,17 @@ def test_unreachable_stream_urls_are_one_clear_error(serve, monkeypatch, silent_
     for url, why in cases.items():
         t = time.monotonic()
         with pytest.raises(CLIError) as e:
-            common.check_source(url)
+            sources.check_source(url)
         assert str(e.value) == f"--source {url}: {why}"
-        assert time.monotonic() - t < common.STREAM_TIMEOUT, url  # at once, not a timeout
+        assert time.monotonic() - t < sources.STREAM_TIMEOUT, url  # at once, not a timeout
     srv.over.set()  # the broadcast is over: 404
     with pytest.raises(CLIError, match=r": the server answered 404 The broadcast is over$"):
-        common.check_source(srv.url("/live"))
+        sources.check_source(srv.url("/live"))
 
-    monkeypatch.setattr(common, "STREAM_TIMEOUT", 1)  # a server that accepts and never answers: a bounded wait
+    monkeypatch.setattr(sources, "STREAM_TIMEOUT", 1)  # a server that accepts and never answers: a bounded wait
     t = time.monotonic()
     with pytest.raises(CLIError, match=r"cannot connect \(no answer within 1 s\)$"):
-        common.check_source(f"http://127.0.0.1:{silent_port}/live")
+        sources.check_source(f"http://127.0.0.1:{silent_port}/live")
     assert 0.9 < time.monotonic() - t < 3
 
 
@@ -305,17 +305,17 @@ def test_detect_stalled_stream_ends_after_the_stream_timeout(ckpt, serve, tmp_pa
 def test_stream_timeout_sets_ffmpegs_option_and_restores_the_environment(monkeypatch):
     """OPENCV_FFMPEG_CAPTURE_OPTIONS gets timeout in microseconds; the user's other options there are kept (their own
     timeout replaced), and the variable is as before afterwards, also after an error."""
-    monkeypatch.delenv(common.FFMPEG_OPTIONS, raising=False)
-    with common.stream_read_timeout(2.5):
-        assert os.environ[common.FFMPEG_OPTIONS] == "timeout;2500000"
-    assert common.FFMPEG_OPTIONS not in os.environ
-    monkeypatch.setenv(common.FFMPEG_OPTIONS, "rtsp_transport;tcp|timeout;9")
-    with pytest.raises(RuntimeError), common.stream_read_timeout(1):
-        assert os.environ[common.FFMPEG_OPTIONS] == "rtsp_transport;tcp|timeout;1000000"
+    monkeypatch.delenv(sources.FFMPEG_OPTIONS, raising=False)
+    with sources.stream_read_timeout(2.5):
+        assert os.environ[sources.FFMPEG_OPTIONS] == "timeout;2500000"
+    assert sources.FFMPEG_OPTIONS not in os.environ
+    monkeypatch.setenv(sources.FFMPEG_OPTIONS, "rtsp_transport;tcp|timeout;9")
+    with pytest.raises(RuntimeError), sources.stream_read_timeout(1):
+        assert os.environ[sources.FFMPEG_OPTIONS] == "rtsp_transport;tcp|timeout;1000000"
         raise RuntimeError
-    assert os.environ[common.FFMPEG_OPTIONS] == "rtsp_transport;tcp|timeout;9"
-    with common.stream_read_timeout(None):
-        assert os.environ[common.FFMPEG_OPTIONS] == "rtsp_transport;tcp|timeout;9"
+    assert os.environ[sources.FFMPEG_OPTIONS] == "rtsp_transport;tcp|timeout;9"
+    with sources.stream_read_timeout(None):
+        assert os.environ[sources.FFMPEG_OPTIONS] == "rtsp_transport;tcp|timeout;9"
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "31"])

@@ -44,16 +44,15 @@ from spd_yolo.cli.common import (
     check_device,
     check_imgsz,
     check_settings,
-    check_source,
     check_weights,
     load_model,
     note_fixed_size,
     run_main,
     script_name,
-    stream_read_timeout,
     strided_spd,
     trained_imgsz,
 )
+from spd_yolo.cli.sources import check_source, stream_read_timeout
 from spd_yolo.slicing import MATCH_METRICS, MERGE_TYPES, SlicedDetector, SlicedPredictor, SliceSettings
 
 SLICE_DEFAULTS = SliceSettings()

@@ -4,15 +4,8 @@
 Names are loaded lazily, so ``python -m spd_yolo.data.synth`` runs without importing its module twice.
 """
 
-from __future__ import annotations
+from spd_yolo.lazy import lazy_names
 
 __all__ = ("CLASS_NAMES", "generate_demo_dataset")
 
-
-def __getattr__(name: str):
-    """Load ``generate_demo_dataset`` and ``CLASS_NAMES`` from :mod:`spd_yolo.data.synth` on first use."""
-    if name in __all__:
-        from spd_yolo.data import synth
-
-        return getattr(synth, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_names(__name__, dict.fromkeys(__all__, "spd_yolo.data.synth"), eager=__all__)

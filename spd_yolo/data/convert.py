@@ -32,17 +32,16 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import os
 import pickle
 import shutil
 import sys
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
+from spd_yolo.atomic import staged_folder
 from spd_yolo.data import visdrone
 from spd_yolo.errors import ConversionError
 
@@ -59,26 +58,15 @@ CIFAR_META = "batches.meta"
 
 @contextmanager
 def _staged_output(dst: Path, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary folder beside dst; on success it replaces dst, on failure it is removed."""
+    """Yield a temporary folder beside dst that replaces dst on success and is removed on failure
+    (`spd_yolo.atomic.staged_folder`), after checking that dst may be replaced."""
     dst = Path(dst)
     if dst.exists() and not dst.is_dir():
         raise ConversionError(f"{dst}: destination exists and is a file")
     if dst.is_dir() and any(dst.iterdir()) and not overwrite:
         raise ConversionError(f"{dst}: destination folder exists and is not empty (use --overwrite to replace it)")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
-    try:
+    with staged_folder(dst) as tmp:
         yield tmp
-        if dst.exists():  # move the old folder aside first: it is deleted only once the new one is in place
-            old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".old", dir=dst.parent))
-            os.replace(dst, old / dst.name)
-            os.replace(tmp, dst)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _safe_name(name: str) -> str:

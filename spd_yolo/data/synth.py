@@ -37,8 +37,6 @@ import argparse
 import json
 import math
 import numbers
-import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +45,8 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 import yaml
+
+from spd_yolo.atomic import staged_folder
 
 __all__ = ("CLASS_NAMES", "generate_demo_dataset", "main", "render_image")
 
@@ -221,7 +221,7 @@ def _add_noise(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(img + noise, 0, 255).astype(np.uint8)
 
 
-def _image_size(imgsz: int, rng: np.random.Generator) -> tuple[int, int]:
+def _pick_height_width(imgsz: int, rng: np.random.Generator) -> tuple[int, int]:
     """(height, width): square ``imgsz`` mostly, else a 4:3 landscape or portrait image (320x240 for 256)."""
     if rng.random() >= NONSQUARE_FRACTION:
         return imgsz, imgsz
@@ -231,7 +231,7 @@ def _image_size(imgsz: int, rng: np.random.Generator) -> tuple[int, int]:
 
 def render_image(imgsz: int, rng: np.random.Generator) -> tuple[np.ndarray, list[Box]]:
     """Render one BGR image and its tight object boxes."""
-    h, w = _image_size(imgsz, rng)
+    h, w = _pick_height_width(imgsz, rng)
     img = _background(h, w, rng)
     boxes: list[Box] = []
     for size in _object_sizes(h, w, rng):  # largest first: later (smaller) objects never hide earlier ones
@@ -373,17 +373,6 @@ def _check_replaceable(root: Path, maker: str = __name__, what: str = "the demo 
         )
 
 
-def _install(tmp: Path, root: Path) -> None:
-    """Move the finished dataset ``tmp`` to ``root``, replacing an earlier (ours, checked) dataset there."""
-    if not root.exists():
-        tmp.rename(root)
-        return
-    old = root.with_name(f"{root.name}.old-{os.getpid()}")
-    root.rename(old)
-    tmp.rename(root)
-    shutil.rmtree(old)
-
-
 def generate_demo_dataset(
     root: str | Path,
     n_train: int = 240,
@@ -417,15 +406,8 @@ def generate_demo_dataset(
             print(f"Reusing the demo dataset in {root} (generated earlier with the same arguments)")
         return data_yaml
     _check_replaceable(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with staged_folder(root) as tmp:  # an earlier dataset of ours is replaced only once the new one is complete
         _write_dataset(tmp, root, args, progress)
-        _install(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if progress:
         print(f"Demo dataset written to {root}")
     return data_yaml

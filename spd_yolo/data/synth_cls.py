@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from spd_yolo.data.synth import MARKER, _check_replaceable, _install, _read_marker  # one marker and install logic
+from spd_yolo.atomic import staged_folder
+from spd_yolo.data.synth import MARKER, _check_replaceable, _read_marker  # one marker, one replace rule
 
 __all__ = ("CLASS_NAMES", "generate_cls_dataset")
 
@@ -128,9 +127,7 @@ def generate_cls_dataset(
     if _read_marker(root) == args:
         return root
     _check_replaceable(root, __name__, "the synthetic classification set")
-    tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with staged_folder(root) as tmp:  # the old set is removed only once the new one is in place
         for split, split_id in SPLITS.items():
             for cls in range(n_classes):
                 folder = tmp / split / CLASS_NAMES[cls]
@@ -139,10 +136,6 @@ def generate_cls_dataset(
                     rng = np.random.default_rng([seed, split_id, cls, i])
                     cv2.imwrite(str(folder / f"{i:05d}.png"), render(cls, imgsz, rng)[..., ::-1])
         (tmp / MARKER).write_text(json.dumps(args, sort_keys=True) + "\n")
-        root.parent.mkdir(parents=True, exist_ok=True)
-        _install(tmp, root)  # the old set is removed only once the new one is in place
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return root
 
 

@@ -45,8 +45,8 @@ import shutil
 from pathlib import Path
 
 import yaml
-from PIL import Image
 
+from spd_yolo.data.images import image_size
 from spd_yolo.errors import ConversionError
 
 __all__ = ("NAMES", "find_splits", "pair_files", "read_annotations", "yolo_labels", "write_split", "data_yaml",
@@ -171,11 +171,10 @@ def yolo_labels(rows: list, width: int, height: int, counts: dict) -> str:
     return "".join(lines)
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the image header (PIL decodes no pixels for this)."""
+def _checked_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image (`image_size`: its header), or a ConversionError naming a file that is not one."""
     try:
-        with Image.open(path) as im:
-            return im.size
+        return image_size(path)
     except Exception as e:  # PIL raises several types for a file that is not an image
         raise ConversionError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
 
@@ -197,7 +196,7 @@ def write_split(pairs: list[tuple[Path, Path]], out: Path, split: str, counts: d
     labels_out.mkdir(parents=True)
     for image, annotation in pairs:
         rows = read_annotations(annotation)
-        width, height = _image_size(image)
+        width, height = _checked_size(image)
         (labels_out / f"{image.stem}.txt").write_text(yolo_labels(rows, width, height, counts), encoding="utf-8")
         counts["linked" if _link_or_copy(image, images_out / image.name) else "copied"] += 1
     counts["images"][split] = len(pairs)
