@@ -23,6 +23,7 @@ LIGHT = {
     "spd_yolo.layers.spd_group_conv",
     "spd_yolo.models",
     "spd_yolo.models.registry",
+    "spd_yolo.models.yaml_args",
 }
 HEAVY = ("pycocotools", "sahi", "faster_coco_eval", "onnx", "onnxruntime")  # third-party packages only some jobs need
 
