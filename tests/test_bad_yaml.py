@@ -105,3 +105,21 @@ def test_model_that_cannot_run_names_the_running_layer(tmp_path):
                                              r"Concat\): RuntimeError"):
         spd_yolo.build_model(str(cfg))
     assert not torch.nn.modules.module._global_forward_pre_hooks
+
+
+def test_check_rows_normalises_our_args_and_leaves_the_dict_alone():
+    """`yaml_args.check_rows` (plain Python, before ultralytics sees the dict): our rows' args normalised, the
+    caller's dict unchanged, an unknown module named with the rules it knows."""
+    import copy
+
+    from spd_yolo.models import registry, yaml_args
+
+    d = {"nc": 2, "yaml_file": "m.yaml", "backbone": [[-1, 1, "SpaceToDepth", []], [-1, 1, "space_to_depth", [1]]],
+         "head": [[-1, 1, "SPDConv", [8]], [-1, 1, "Conv", [8, 1]]]}
+    before = copy.deepcopy(d)
+    rows = yaml_args.check_rows(d, registry.PARSER_RULES, registry._stock_name)
+    assert [r[3] for r in rows] == [[2], [2], [8], [8, 1]] and d == before
+    d["head"][1][2] = "Conve"
+    with pytest.raises(SPDConfigError, match=r"^m\.yaml: layer 3 \(Conve\): unknown module 'Conve'.*SPDConv, "):
+        yaml_args.check_rows(d, registry.PARSER_RULES, registry._stock_name)
+    assert yaml_args.is_int(3) and not yaml_args.is_int(True) and yaml_args.yaml_name({}) == "<model dict>"
