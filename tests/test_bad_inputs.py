@@ -8,6 +8,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
+import torch
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -171,7 +172,7 @@ def test_odd_image_size_is_letterboxed(tmp_path):
     assert result[0].orig_shape == (257, 333)
     assert cv2.imread(str(tmp_path / "p/odd.jpg")).shape == (257, 333, 3)
     with pytest.raises(SPDSizeError, match=r"at model layer 0 cannot split a 257x333"):
-        model.model(__import__("torch").zeros(1, 3, 257, 333))
+        model.model(torch.zeros(1, 3, 257, 333))
 
 
 # ---------------------------------------------------------------------------------------------------------- fuzzing
@@ -204,6 +205,7 @@ def model_dicts(draw):
     return d
 
 
+@pytest.mark.slow  # 200 random models built and run
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(model_dicts())
 def test_fuzz_yaml_to_model_raises_only_our_errors(d):
@@ -215,6 +217,14 @@ def test_fuzz_yaml_to_model_raises_only_our_errors(d):
     # a model that builds has one layer per row, each built from its row
     assert len(model.model) == len(d["backbone"]) + len(d["head"])
     assert [m.i for m in model.model] == list(range(len(model.model)))
+    # and its Detect head answers a 256x256 input (the size its strides were measured at) with one row of 4 box
+    # coordinates + nc scores per cell of every level, the level sizes being 256 / stride
+    sizes = [round(256 / s) for s in model.stride.tolist()]
+    with torch.no_grad():
+        y, preds = model.eval()(torch.zeros(1, 3, 256, 256))
+    assert y.shape == (1, 4 + model.model[-1].nc, sum(h * h for h in sizes))
+    assert [tuple(f.shape[-2:]) for f in preds["feats"]] == [(h, h) for h in sizes]
+    assert torch.isfinite(y).all()
 
 
 BASE_ROWS = [
@@ -238,6 +248,7 @@ FIELD = {
 }
 
 
+@pytest.mark.slow  # 80 random models built and run
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(st.data())
 def test_fuzz_one_mutation_of_a_valid_model(data):
@@ -255,6 +266,6 @@ def test_fuzz_one_mutation_of_a_valid_model(data):
         return
     model.eval()
     try:
-        model(__import__("torch").zeros(1, 3, 256, 256))
+        model(torch.zeros(1, 3, 256, 256))
     except SPDSizeError as e:  # e.g. a scale-3 SpaceToDepth on a 256x256 input: our clear size error
         assert "cannot split" in str(e)
