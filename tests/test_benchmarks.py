@@ -214,6 +214,7 @@ def _quick(script: str, tmp_path, *extra) -> dict:
     return json.loads((tmp_path / "r.json").read_text())
 
 
+@pytest.mark.slow  # runs the whole script
 def test_quick_spd_layer_benchmark(tmp_path):
     data = _quick("bench_spd_layer", tmp_path)
     assert "fast_kernel" not in data
@@ -230,6 +231,7 @@ def test_quick_spd_layer_benchmark(tmp_path):
     assert all(1.5 < r["gflops_ratio"] < 1.6 for r in share)  # yolov5n-SPD / yolov5n at 640: 1.56x
 
 
+@pytest.mark.slow  # runs the whole script
 def test_quick_models_benchmark(tmp_path):
     (pair,) = _quick("bench_models", tmp_path)["pairs"]
     assert (pair["spd"], pair["stock"]) == ("yolov5n-SPD", "yolov5n")
@@ -240,6 +242,7 @@ def test_quick_models_benchmark(tmp_path):
     assert all(m["step_mib"] > 0 for m in pair["memory"])
 
 
+@pytest.mark.slow  # runs the whole script
 def test_quick_gpu_benchmark_on_cpu(tmp_path):
     data = _quick("bench_gpu", tmp_path, "--device", "cpu")
     assert data["environment"]["device"] == "cpu"
@@ -251,6 +254,7 @@ def test_quick_gpu_benchmark_on_cpu(tmp_path):
     assert 1.5 < data["gflops_ratio"]["yolov5s-SPD"] < 2
 
 
+@pytest.mark.slow  # runs the whole script
 def test_quick_small_object_benchmark(tmp_path):
     data = _quick("bench_small_objects", tmp_path, "--project", "runs", "--reuse")  # nothing to reuse yet
     assert set(data["results"]) == {"yolov5n", "yolov5n-SPD"} and data["reused"] == 0
@@ -270,6 +274,7 @@ def test_quick_small_object_benchmark(tmp_path):
     assert stock_best.stat().st_mtime_ns == mtime
 
 
+@pytest.mark.slow  # runs the whole script
 def test_quick_finetune_benchmark(tmp_path):
     """Pretrain stock, upgrade exactly, fine-tune stock and SPD under two rules; each SPD run used the rule asked for."""
     data = _quick("bench_finetune", tmp_path, "--project", "runs")
@@ -303,17 +308,20 @@ def test_reuse_needs_the_same_training_settings_and_weights(tmp_path):
     assert bench.eval_record(run / "weights/best.pt", data, 64, None) != record
 
 
+@pytest.mark.slow  # runs the whole script
 def test_quick_classification_benchmark(tmp_path):
     data = _quick("bench_classify", tmp_path)
     assert "accuracy" in data and "speed" in data
 
 
+@pytest.mark.slow  # runs the whole script
 def test_quick_detect_load_benchmark(tmp_path):
     runs = _quick("bench_detect_load", tmp_path)["runs"]
     assert {r["input"] for r in runs} == {"video", "images"}
     assert all(r["output_frames"] == r["items"] for r in runs if r["input"] == "video")
 
 
+@pytest.mark.slow  # runs the whole script
 def test_quick_coco_eval_benchmark(tmp_path):
     data = _quick("bench_coco_eval", tmp_path)
     assert [r["backend"] for r in data["runs"]] == ["pycocotools", "faster-coco-eval"]
