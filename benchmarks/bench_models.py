@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import functools
 import json
 import resource
 import subprocess
@@ -47,8 +48,8 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--models", nargs="+", default=None, metavar="NAME",
                         help="SPD models (also -SPD-lite, -SPD-p2), each against its stock counterpart "
                         f"(default: {' '.join(DEFAULT_MODELS)})")
-    parser.add_argument("--imgsz", type=int, default=None, help="latency input size (default 640; --quick 160)")
-    parser.add_argument("--train-imgsz", type=int, default=None, help="training input size (default 320; --quick 128)")
+    parser.add_argument("--imgsz", type=int, default=None, help="latency input size (default 640; --quick 64)")
+    parser.add_argument("--train-imgsz", type=int, default=None, help="training input size (default 320; --quick 64)")
     parser.add_argument("--train-batch", type=int, default=None, help="training batch size (default 8; --quick 2)")
     parser.add_argument("--skip", nargs="+", default=[], choices=SKIPPABLE, help="parts to leave out")
     parser.add_argument("--profile", action="store_true", help="per-layer times and top operators, first pair")
@@ -63,7 +64,7 @@ def parse_args(argv: list[str] | None = None):
     if args.memory_probe is not None:
         common.check_names(parser, "--memory-probe", [args.memory_probe.removesuffix(".yaml")],
                            known + [stock(m).removesuffix(".yaml") for m in known])
-    defaults = {"imgsz": (160, 640), "train_imgsz": (128, 320), "train_batch": (2, 8)}  # (--quick, normal)
+    defaults = {"imgsz": (64, 640), "train_imgsz": (64, 320), "train_batch": (2, 8)}  # (--quick, normal)
     for key, (quick, normal) in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, quick if args.quick else normal)
@@ -82,10 +83,17 @@ def stock(name: str) -> str:
     return stock_counterpart(name)
 
 
-def build(name: str):
+@functools.lru_cache(maxsize=None)
+def _built(name: str):
     from spd_yolo import build_model
 
-    return build_model(name, nc=80).eval()
+    return build_model(name, nc=80)
+
+
+def build(name: str):
+    """`name` untrained (nc=80), in eval mode: a copy of the one model built per name in this process (building runs
+    a forward pass; copying does not)."""
+    return copy.deepcopy(_built(name)).eval()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -175,9 +183,7 @@ def training_setup(name: str, batch: int, imgsz: int, device: str = "cpu", amp: 
     import torch
     from ultralytics.cfg import get_cfg
 
-    from spd_yolo import build_model
-
-    model = build_model(name, nc=80).to(device).train()
+    model = build(name).to(device).train()
     model.args = get_cfg()  # loss gains (box, cls, dfl) as the ultralytics trainer sets them
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.937, nesterov=True)
     scaler = torch.amp.GradScaler(torch.device(device).type, enabled=amp)

@@ -18,7 +18,11 @@ os.environ.pop("ULTRALYTICS_SAFE_LOAD", None)
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One intra-op thread in the test process, whatever ran before: ultralytics' select_device() sets its own count
+# (cpu_count - 1, at most 8) for the rest of the process, so the count would otherwise depend on the test order;
+# the tests' tiny models gain nothing from more, and on a busy machine more threads than free cores make each
+# step several times slower.
+torch.set_num_threads(1)
 
 
 @pytest.fixture
