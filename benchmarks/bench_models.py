@@ -243,14 +243,28 @@ def memory_probe(name: str, batch: int, imgsz: int) -> dict:
     return {"rss_before_mib": before, "peak_rss_mib": peak, "step_mib": peak - before}
 
 
-def run_memory_probe(name: str, args) -> dict:
-    """Run `memory_probe` for `name` in a fresh interpreter (so peaks of other models do not count)."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-probe", name, "--threads", str(args.threads),
-           "--train-batch", str(args.train_batch), "--train-imgsz", str(args.train_imgsz)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    if done.returncode != 0:
-        raise RuntimeError(f"memory probe for {name} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def run_memory_probes(names: list[str], args) -> list[dict]:
+    """Run `memory_probe` for each name in its own fresh interpreter (so peaks of other models do not count), all at
+    once: each measures only its own process's memory, and the start-up (imports) is most of their time."""
+    procs = []
+    for name in names:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-probe", name, "--threads", str(args.threads),
+               "--train-batch", str(args.train_batch), "--train-imgsz", str(args.train_imgsz)]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = []
+    for name, proc in zip(names, procs):
+        try:
+            out, err = proc.communicate(timeout=900)
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            raise
+        if proc.returncode != 0:
+            for p in procs:
+                p.kill()
+            raise RuntimeError(f"memory probe for {name} failed:\n{err[-2000:]}")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -340,7 +354,7 @@ def bench_pair(spd_name: str, args, folder: Path) -> dict:
                         "time_ratio": common.median([a / b for a, b in zip(t["SPD"], t["stock"])])}
         done("training throughput")
     if "memory" not in args.skip:
-        res["memory"] = [run_memory_probe(spd_name, args), run_memory_probe(stock_name, args)]
+        res["memory"] = run_memory_probes([spd_name, stock_name], args)
         done("memory")
     return res
 
