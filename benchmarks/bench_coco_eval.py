@@ -89,7 +89,7 @@ def run_child(backend: str, args) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", backend, "--images", str(args.images),
            "--seed", str(args.seed), "--crowd", str(args.crowd)]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if out.returncode:
         raise SystemExit(f"{backend} run failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

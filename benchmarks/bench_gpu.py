@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
+import common
 
 DEFAULT_MODELS = ("yolov5s-SPD",)
 QUICK_MODELS = ("yolov5n-SPD",)  # --quick: a smoke test of the script
@@ -111,7 +111,6 @@ def synchronizer(device: str):
 def inference_rows(spd_name: str, args) -> list[dict]:
     """Fused SPD, its strided rewrite and fused stock at each batch size: median ms, images/s, paired SPD/stock."""
     import torch
-
     from bench_models import build
 
     from spd_yolo.rewrite import rewrite_spd
@@ -224,10 +223,9 @@ def tables(args, ratios: dict, latency: list[dict], train: list[dict], layer: li
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser, args = parse_args(argv)
+    _parser, args = parse_args(argv)
     common.set_threads(args.threads)
     import torch
-
     from bench_spd_layer import DEFAULT_SHAPES, bench_layer
 
     env = common.environment(args.threads)

@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
+import common
 
 DEFAULT_MODELS = ("yolov5n-SPD", "yolov5s-SPD", "yolo11n-SPD")
 SKIPPABLE = ("onnx", "train", "memory", "unfused", "rewrite")
@@ -83,7 +83,7 @@ def stock(name: str) -> str:
     return stock_counterpart(name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _built(name: str):
     from spd_yolo import build_model
 
@@ -211,11 +211,10 @@ def training_setup(name: str, batch: int, imgsz: int, device: str = "cpu", amp: 
 
 def _proc_status_mib(field: str) -> float | None:
     """A memory field of /proc/self/status (VmRSS, VmHWM) in MiB; None where there is no such file."""
-    with contextlib.suppress(OSError):
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024  # kB
+    with contextlib.suppress(OSError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024  # kB
     return None
 
 
@@ -230,9 +229,8 @@ def memory_probe(name: str, batch: int, imgsz: int) -> dict:
     step = training_setup(name, batch, imgsz)
     gc.collect()
     before = _proc_status_mib("VmRSS")
-    with contextlib.suppress(OSError):
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset the peak RSS (VmHWM) to the current RSS
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak RSS (VmHWM) to the current RSS
     step()
     step()
     peak = _proc_status_mib("VmHWM")

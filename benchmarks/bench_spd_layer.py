@@ -39,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
+import common
 
 DEFAULT_SHAPES = ("1,64,160,160", "16,32,320,320")
 QUICK_SHAPES = ("2,16,64,64",)  # --quick: a smoke test of the script, not a measurement

@@ -15,8 +15,8 @@ os.environ["YOLO_AUTOINSTALL"] = "false"
 os.environ.setdefault("YOLO_VERBOSE", "false")
 os.environ.pop("ULTRALYTICS_SAFE_LOAD", None)
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 # One intra-op thread in the test process, whatever ran before: ultralytics' select_device() sets its own count
 # (cpu_count - 1, at most 8) for the rest of the process, so the count would otherwise depend on the test order;

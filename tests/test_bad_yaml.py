@@ -2,10 +2,10 @@
 """Bad model YAMLs fail with an SPDConfigError naming the file, the layer index and the module, and what is expected."""
 
 import pytest
+from helpers import write_yaml
 from ultralytics.nn.tasks import DetectionModel
 
 import spd_yolo
-from helpers import write_yaml
 from spd_yolo import SPDConfigError
 
 STEM = [-1, 1, "SPDConv", [16, 3, 2]]
@@ -66,7 +66,8 @@ def test_first_layer_from_must_be_input(tmp_path):
 
 def test_missing_head_and_bad_row_shape(tmp_path):
     cfg = write_yaml(tmp_path / "m.yaml", [STEM], None)
-    with pytest.raises(SPDConfigError, match=rf"{cfg}: 'head' must be a non-empty list of \[from, number, module, args\] rows"):
+    message = rf"{cfg}: 'head' must be a non-empty list of \[from, number, module, args\] rows"
+    with pytest.raises(SPDConfigError, match=message):
         DetectionModel(str(cfg), verbose=False)
     cfg = write_yaml(tmp_path / "m.yaml", [STEM, [-1, 1, "Conv"]], HEAD)
     with pytest.raises(SPDConfigError, match=r"layer 1: expected a row \[from, number, module, args\]"):

@@ -58,7 +58,7 @@ def test_hand_made_case():
 
 def test_hand_made_case_with_image_subset():
     gt, dets = hand_made()
-    ref, fast = both(gt, dets, image_ids=[2])
+    _ref, fast = both(gt, dets, image_ids=[2])
     assert "evaluated on 1 of 2 images" in fast.gt_source
 
 

@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-
 from helpers import REPO, ok, script
+
 from spd_yolo.cli import detect, val
 from spd_yolo.coco import STAT_NAMES
 
@@ -42,7 +42,7 @@ def iou(a, b) -> np.ndarray:
     a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
     lt, rb = np.maximum(a[:, None, :2], b[None, :, :2]), np.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = np.clip(rb - lt, 0, None).prod(2)
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])
     return inter / (area(a)[:, None] + area(b)[None, :] - inter)
 
 
@@ -274,7 +274,7 @@ def test_slice_boxes_equal_the_models_boxes_on_each_slice(trained):
                    zip(r.xyxy.tolist(), r.conf.tolist(), r.cls.tolist())]
     direct = np.array(direct)
     assert len(direct) >= 4 and boxes.shape == direct.shape
-    order = lambda b: b[np.lexsort((b[:, 1], b[:, 0]))]  # noqa: E731
+    order = lambda b: b[np.lexsort((b[:, 1], b[:, 0]))]
     np.testing.assert_allclose(order(boxes), order(direct), atol=1e-3)
     # --classes and --max-det reach every slice (and the merged frame)
     assert len(SlicedDetector(model, settings, imgsz=320, classes=[1], device="cpu")(np.hstack([left, right]))[0]) == 0
