@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 from common import base_parser, check_common, environment, environment_lines, markdown_table, write_results
-
 from spd_yolo.data.coco_like import build_gt, make_data
 
 BACKENDS = ("pycocotools", "faster-coco-eval")

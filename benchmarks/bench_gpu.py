@@ -111,8 +111,8 @@ def synchronizer(device: str):
 def inference_rows(spd_name: str, args) -> list[dict]:
     """Fused SPD, its strided rewrite and fused stock at each batch size: median ms, images/s, paired SPD/stock."""
     import torch
-    from bench_models import build
 
+    from bench_models import build
     from spd_yolo.rewrite import rewrite_spd
 
     dtype = torch.float16 if args.lowp else torch.float32
@@ -185,7 +185,6 @@ def training_row(spd_name: str, args) -> dict:
 
 def gflops_ratio(spd_name: str, imgsz: int) -> float:
     from bench_models import build
-
     from spd_yolo import model_stats
 
     a = model_stats(build(spd_name), spd_name, imgsz).gflops
@@ -226,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     _parser, args = parse_args(argv)
     common.set_threads(args.threads)
     import torch
+
     from bench_spd_layer import DEFAULT_SHAPES, bench_layer
 
     env = common.environment(args.threads)

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import REPO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import spd_yolo
+from helpers import REPO
 from spd_yolo import SPDConfigError
 from spd_yolo.errors import SPDSizeError
 

@@ -2,10 +2,10 @@
 """Bad model YAMLs fail with an SPDConfigError naming the file, the layer index and the module, and what is expected."""
 
 import pytest
-from helpers import write_yaml
 from ultralytics.nn.tasks import DetectionModel
 
 import spd_yolo
+from helpers import write_yaml
 from spd_yolo import SPDConfigError
 
 STEM = [-1, 1, "SPDConv", [16, 3, 2]]

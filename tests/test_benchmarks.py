@@ -10,8 +10,8 @@ import sys
 
 import pytest
 import torch
-from helpers import REPO
 
+from helpers import REPO
 from spd_yolo import build_model
 
 

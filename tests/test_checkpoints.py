@@ -8,9 +8,9 @@ import zipfile
 
 import pytest
 import torch
-from helpers import REPO, rewrite_pickle, run_python
 
 import spd_yolo
+from helpers import REPO, rewrite_pickle, run_python
 from spd_yolo.checkpoint import check_checkpoint, pickled_globals
 from spd_yolo.errors import CheckpointError
 

@@ -20,12 +20,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, script_ok, strided_layers, write_yaml
 from torch import nn
 from ultralytics.nn.modules import Classify
 from ultralytics.nn.tasks import ClassificationModel
 
 import spd_yolo
+from helpers import REPO, script_ok, strided_layers, write_yaml
 from spd_yolo import SPDConfigError
 from spd_yolo.cli import detect, train, val
 from spd_yolo.data import convert

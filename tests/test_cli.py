@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import REPO, ok, script
 
+from helpers import REPO, ok, script
 from spd_yolo.cli import detect, export, train, val
 from spd_yolo.cli.common import script_name
 from spd_yolo.export_check import Parity

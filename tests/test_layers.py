@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import REPO, slicing_space_to_depth
 from ultralytics.nn.modules.conv import Focus
 
 import spd_modules
 import spd_yolo.layers
+from helpers import REPO, slicing_space_to_depth
 from spd_yolo.errors import SPDSizeError
 from spd_yolo.layers import DepthToSpace, SpaceToDepth, SPDConv, space_to_depth
 

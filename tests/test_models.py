@@ -3,12 +3,12 @@
 
 import pytest
 import torch
-from helpers import REPO, detect_feats, one_training_step, run_python, stride2_convs, strided_layers, write_yaml
 from spd_yolo.models import registry
 from torch import nn
 from ultralytics.nn.tasks import ClassificationModel, DetectionModel
 
 import spd_yolo
+from helpers import REPO, detect_feats, one_training_step, run_python, stride2_convs, strided_layers, write_yaml
 from spd_yolo.errors import SPDSizeError
 from spd_yolo.layers import SpaceToDepth, SPDConv
 

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+
 from helpers import ok, script
 
 pytestmark = pytest.mark.slow

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+
 from helpers import REPO
 
 pytestmark = pytest.mark.slow

@@ -3,9 +3,9 @@
 
 import pytest
 import torch
-from helpers import slicing_space_to_depth
 from torch import nn
 
+from helpers import slicing_space_to_depth
 from spd_yolo import build_model
 from spd_yolo.layers import SpaceToDepth, SPDConv
 from spd_yolo.rewrite import can_rewrite_conv, rewrite_spd, strided_equivalent

@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from helpers import REPO, ok, script
 
+from helpers import REPO, ok, script
 from spd_yolo.cli import detect, val
 from spd_yolo.coco import STAT_NAMES
 

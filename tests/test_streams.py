@@ -26,8 +26,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from helpers import ok, script
 
+from helpers import ok, script
 from spd_yolo.cli import common
 from spd_yolo.cli.detect import cli as detect_cli
 from spd_yolo.errors import CLIError

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import REPO, slicing_space_to_depth
 from ultralytics.data.augment import LetterBox
 from ultralytics.utils import ASSETS
 
 import spd_yolo
+from helpers import REPO, slicing_space_to_depth
 from spd_yolo import YOLO, build_model
 from spd_yolo.errors import UpgradeError
 from spd_yolo.rewrite import rewrite_spd
@@ -441,7 +441,6 @@ def test_upgraded_checkpoint_validates_to_the_stock_coco_numbers(tmp_path):
     from pathlib import Path
 
     from helpers import script_ok
-
     from spd_yolo.data.synth import generate_demo_dataset
 
     data = generate_demo_dataset(tmp_path / "d", n_train=2, n_val=6, imgsz=64, video_frames=0, progress=False)
