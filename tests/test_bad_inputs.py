@@ -93,6 +93,7 @@ def _write_image(path, img):
 
 
 @pytest.mark.slow
+# Own training: the skipping and its warnings happen while training reads the bad set.
 def test_bad_dataset_files_are_skipped_with_a_named_warning(tmp_path):
     """A training set full of problems: each bad file is named in a warning and skipped; odd-but-valid images train."""
     root = tmp_path / "data"

@@ -497,34 +497,25 @@ def test_classification_label_smoothing():
 # End to end with the scripts.
 
 
-@pytest.fixture(scope="module")
-def mixed_folders(tmp_path_factory):
-    """3 synthetic classes at 32x32 plus, in train and val, a grayscale PNG, an RGBA PNG, a 48x40 JPEG, a 16-bit PNG."""
-    root = generate_cls_dataset(tmp_path_factory.mktemp("cls") / "mixed", n_train=4, n_val=2, n_classes=3)
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        a, b, c = (root / split / name for name in CLASS_NAMES[:3])
-        for path, im in ((a / "zz_gray.png", rng.integers(0, 255, (32, 32), dtype=np.uint8)),
-                         (b / "zz_rgba.png", rng.integers(0, 255, (32, 32, 4), dtype=np.uint8)),
-                         (c / "zz_odd.jpg", rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)),
-                         (c / "zz_16bit.png", rng.integers(0, 65535, (32, 32, 3), dtype=np.uint16))):
-            assert cv2.imwrite(str(path), im)
-    return root
+@pytest.fixture
+def mixed_folders(cls_folders):
+    """The session's classification set (conftest): 3 synthetic classes at 32x32 plus, in train and val, a grayscale
+    PNG, an RGBA PNG, a 48x40 JPEG and a 16-bit PNG."""
+    return cls_folders
 
 
-@pytest.fixture(scope="module", params=["resnet18-SPD"])  # stock resnet18 runs the same code with spd=false
-def trained(request, mixed_folders, tmp_path_factory):
-    project = tmp_path_factory.mktemp("runs")
-    out = script_ok("train", "--cfg", request.param, "--data", mixed_folders, "--epochs", 1, "--batch-size", 4,
-                 "--workers", 0, "--device", "cpu", "--project", project, "--name", "cls")
-    assert "--imgsz not given: training at 32" in out  # the images' size, not 640
-    assert "Results saved to" in out and "16 images, 0 corrupt" in out  # 12 synthetic + 4 mixed-mode images
-    return request.param, project / "cls"
+@pytest.fixture
+def trained(trained_classifier):
+    """The session's trained resnet18-SPD (conftest): (model name, run folder)."""
+    return "resnet18-SPD", trained_classifier.folder
 
 
 @pytest.mark.slow
-def test_train_writes_a_classifier(trained):
+def test_train_writes_a_classifier(trained, trained_classifier):
     name, run = trained
+    out = trained_classifier.output
+    assert "--imgsz not given: training at 32" in out  # the images' size, not 640
+    assert "Results saved to" in out and "16 images, 0 corrupt" in out  # 12 synthetic + 4 mixed-mode images
     for f in ("weights/best.pt", "weights/last.pt", "weights/best.weights.pt", "results.csv", "args.yaml"):
         assert (run / f).is_file(), f
     ckpt = torch.load(run / "weights/best.pt", weights_only=False)

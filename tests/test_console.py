@@ -69,6 +69,7 @@ def data(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+# Own training: the `spd-yolo detect train` run is what these tests check.
 def trained(data, tmp_path_factory):
     """`spd-yolo detect train` of yolov5n-SPD by bare name, run from an empty folder outside the repo."""
     cwd, project = tmp_path_factory.mktemp("cwd"), tmp_path_factory.mktemp("runs")

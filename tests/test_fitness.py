@@ -127,6 +127,7 @@ def copy_without_annotations(data, root) -> Path:
 
 
 @pytest.fixture(scope="module")
+# Own training: how training selects best.pt under --fitness is what is checked.
 def oracle_run(data, tmp_path_factory):
     """3 epochs with --fitness ap_small, the oracle reporting 50%, 100%, 25% of the boxes: best.pt is epoch 2."""
     project = tmp_path_factory.mktemp("oracle")
@@ -220,6 +221,7 @@ def test_ap_small_selects_best_pt_and_matches_validation(oracle_run, data, tmp_p
 
 
 @pytest.mark.slow
+# Own training: a killed and resumed training is what is checked.
 def test_resume_after_sigkill_keeps_ap_small(data, tmp_path):
     """Also the ground truth from the YOLO labels during training (no annotation file in this copy)."""
     data = copy_without_annotations(data, tmp_path / "labels-only")
@@ -242,6 +244,7 @@ def test_resume_after_sigkill_keeps_ap_small(data, tmp_path):
 
 
 @pytest.mark.slow
+# Own training: the COCO columns a training writes are what is checked.
 def test_coco_metrics_on_a_real_run_match_val_of_last_pt(data, tmp_path):
     """--coco-metrics with --noval: the epoch that is not validated has -1 placeholders, the table stays aligned, and
     the final epoch equals a standalone validation of last.pt at the training validation's settings (conf 0.001,
@@ -259,6 +262,7 @@ def test_coco_metrics_on_a_real_run_match_val_of_last_pt(data, tmp_path):
 
 
 @pytest.mark.slow
+# Own training: the columns a training writes are what is checked.
 def test_without_coco_metrics_results_are_unchanged(data, tmp_path):
     assert cli(train_args(data, tmp_path, "run", "--noplots", epochs=2)) == 0
     run = tmp_path / "run"
@@ -271,6 +275,7 @@ def test_without_coco_metrics_results_are_unchanged(data, tmp_path):
 
 
 @pytest.mark.slow
+# Own training: the refusal comes from the trainer, before its first epoch.
 def test_ap_small_without_small_objects_is_one_error_line(data, tmp_path, capsys):
     """AP_S is undefined (-1) on a validation set without small objects: refused before the first epoch."""
     yaml_path = copy_without_annotations(data, tmp_path / "big")
@@ -283,6 +288,8 @@ def test_ap_small_without_small_objects_is_one_error_line(data, tmp_path, capsys
     assert not (tmp_path / "run/weights/last.pt").exists()
 
 
+@pytest.mark.slow
+# Own training: the trainer the Python API picks is what is checked.
 def test_python_api_trains_with_our_trainer_and_a_configured_fitness(data, tmp_path, monkeypatch):
     """`spd_yolo.YOLO(...).train()` uses SPDDetectionTrainer (not ultralytics' stock one): best.weights.pt and the
     fitness record; ``trainer=SPDDetectionTrainer.configured("ap_small")`` selects best.pt by AP_S as train.py does.

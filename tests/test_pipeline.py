@@ -19,24 +19,20 @@ from helpers import ok, script
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    from spd_yolo.data.synth import generate_demo_dataset
-
-    return generate_demo_dataset(tmp_path_factory.mktemp("data") / "tiny", n_train=8, n_val=4, imgsz=64,
-                                 video_frames=7, progress=False)
+@pytest.fixture
+def dataset(demo_data):
+    """The session's demo detection set (conftest), which `trained_detector` was trained on."""
+    return demo_data
 
 
-@pytest.fixture(scope="module")
-def run_dir(dataset, tmp_path_factory):
-    project = tmp_path_factory.mktemp("runs")
-    out = ok(script("train", "--cfg", "yolov5n-SPD", "--data", dataset, "--epochs", 2, "--img", 64, "--batch-size", 4,
-                    "--workers", 0, "--device", "cpu", "--project", project, "--name", "spd"))
-    assert "Results saved to" in out
-    return project / "spd"
+@pytest.fixture
+def run_dir(trained_detector):
+    """The session's trained yolov5n-SPD (conftest): train.py, 2 epochs on `dataset`."""
+    return trained_detector.folder
 
 
-def test_train_writes_run_folder(run_dir):
+def test_train_writes_run_folder(run_dir, trained_detector):
+    assert "Results saved to" in trained_detector.output
     for f in ("weights/best.pt", "weights/last.pt", "results.csv", "args.yaml", "results.png"):
         assert (run_dir / f).is_file(), f
     rows = list(csv.DictReader((run_dir / "results.csv").open()))
@@ -157,6 +153,7 @@ def test_detect_strided_spd_gives_the_same_detections(run_dir, dataset, tmp_path
     assert bad.returncode != 0 and "--strided-spd rewrites a .pt model" in bad.stderr + bad.stdout
 
 
+# Own training: the weight transfer happens when training starts from a stock checkpoint.
 def test_transfer_from_stock_checkpoint(dataset, tmp_path):
     """--cfg with --weights transfers every tensor whose name and shape match, and says how many."""
     from ultralytics import YOLO
@@ -170,6 +167,7 @@ def test_transfer_from_stock_checkpoint(dataset, tmp_path):
     assert 0 < done < total
 
 
+# Own training: the skipping happens while training reads the corrupt set.
 def test_corrupt_image_and_label_are_skipped_with_warning(dataset, tmp_path):
     """A corrupt JPEG and a malformed label line are skipped with a warning naming the file; training goes on."""
     copy = tmp_path / "data"
@@ -187,6 +185,7 @@ def test_corrupt_image_and_label_are_skipped_with_warning(dataset, tmp_path):
     assert (tmp_path / "runs/exp/weights/last.pt").is_file()
 
 
+# Own training: `make demo` trains both models itself.
 def test_make_demo_end_to_end_small(tmp_path):
     """The `make demo` pipeline at toy size: both models, the side-by-side COCO table, video, ONNX, output list."""
     env = {**os.environ, "YOLO_VERBOSE": "true"}
@@ -208,6 +207,7 @@ def test_make_demo_end_to_end_small(tmp_path):
     assert "Outputs:" in text and str(tmp_path / "runs/train/yolov5n") in text
 
 
+# Own training: fine-tuning with plain ultralytics is part of what is checked.
 def test_plain_ultralytics_uses_our_checkpoint_in_a_fresh_process(run_dir, dataset, tmp_path):
     """Predict, val, export and fine-tune from best.pt with plain ultralytics, in another folder, no import of ours."""
     weights = tmp_path / "best.pt"

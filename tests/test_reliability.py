@@ -69,6 +69,7 @@ def data(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+# Own training: the uninterrupted run the faulted ones must reproduce, with the same seed and settings.
 def reference(data, tmp_path_factory):
     """An uninterrupted 3-epoch run: what every resumed run must reproduce epoch by epoch (schedule, row count)."""
     project = tmp_path_factory.mktemp("ref")
@@ -90,6 +91,7 @@ def assert_same_schedule(run_dir, reference):
 
 
 @pytest.mark.parametrize("fault", ["mid-epoch", "after-csv", "mid-write"])
+# Own training: killing and resuming a training is what is checked.
 def test_sigkill_then_resume_finishes_exactly(fault, data, reference, tmp_path):
     out = child(fault, *train_args(data, tmp_path, "run"))
     assert out.returncode == -signal.SIGKILL, out.stderr[-2000:]
@@ -107,6 +109,7 @@ def test_sigkill_then_resume_finishes_exactly(fault, data, reference, tmp_path):
     assert torch.load(run / "weights/best.pt", weights_only=False)["epoch"] == -1  # final, optimizer stripped
 
 
+# Own training: interrupting and resuming a training is what is checked.
 def test_ctrl_c_stops_cleanly_and_resumes(data, reference, tmp_path):
     out = child("ctrl-c", *train_args(data, tmp_path, "run"))
     assert out.returncode == 130, out.stderr[-2000:]
@@ -118,6 +121,7 @@ def test_ctrl_c_stops_cleanly_and_resumes(data, reference, tmp_path):
     assert_same_schedule(tmp_path / "run", reference)
 
 
+# Own training: a training started with SIGINT ignored is what is checked.
 def test_sigint_ignored_by_the_parent_stays_ignored(data, tmp_path):
     """Started with SIGINT ignored (as a background job is), training keeps it ignored: the same Ctrl-C does not stop
     it, all epochs finish. That is the choice of the shell that started it, not ours to override."""
@@ -126,6 +130,7 @@ def test_sigint_ignored_by_the_parent_stays_ignored(data, tmp_path):
     assert [int(float(r["epoch"])) for r in rows(tmp_path / "run")] == [1, 2, 3]
 
 
+# Own training: a second training with the same seed is what is checked.
 def test_same_seed_same_first_epoch_losses(data, reference, tmp_path):
     out = child("none", *train_args(data, tmp_path, "again"))
     assert out.returncode == 0, out.stderr[-2000:]

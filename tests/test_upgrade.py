@@ -351,6 +351,7 @@ def tiny_data(tmp_path_factory):
 
 
 @pytest.mark.slow
+# Own training: the upgrade and hold happen when training starts from stock weights.
 def test_train_from_stock_weights_upgrades_then_holds_the_new_taps(checkpoints, tiny_data, tmp_path):
     """train.py --cfg twin --weights stock: exact upgrade in the log, SGD, the new taps zero through the hold (and
     trained after it), the rule recorded in the checkpoints."""
@@ -378,6 +379,7 @@ def _hyp(folder, **values):
 
 
 @pytest.mark.slow
+# Own training: the taps must stay zero during a training under a hold rule.
 def test_hold_keeps_the_new_taps_zero_for_the_whole_hold(checkpoints, tiny_data, tmp_path):
     """A rule holding the whole run: under AdamW (the optimizer that moves every weight from its first step), every
     zero-started tap of the upgraded model stays exactly zero while the stock taps train (Python API, YOLO.load)."""
@@ -405,6 +407,7 @@ def test_hold_keeps_the_new_taps_zero_for_the_whole_hold(checkpoints, tiny_data,
 
 
 @pytest.mark.slow
+# Own training: the upgrade happens when `spd-yolo ... train pretrained=` starts.
 def test_spd_yolo_cli_pretrained_upgrades(checkpoints, tiny_data, tmp_path):
     env = {**os.environ, "YOLO_VERBOSE": "true"}
     proc = subprocess.run(
