@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export YOLO_OFFLINE := 1
 export YOLO_AUTOINSTALL := false
 
-.PHONY: demo test test-fast wheel-smoke models venv clean
+.PHONY: demo test test-fast lint wheel-smoke models venv clean
 
 # Create the venv and install the project (editable) with its test/export extras; redone when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -33,6 +33,10 @@ test: $(STAMP)
 # Quick loop while developing: skip the slow end-to-end tests.
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
+
+# ruff with the rules configured in pyproject.toml ([tool.ruff]); CI runs it before the tests.
+lint: $(STAMP)
+	$(PY) -m ruff check .
 
 # The wheel on its own (CI runs it after `make test`): build the wheel, install it (not editable, with the export
 # extra) into a fresh venv in a temp folder outside the repo, and run import, model table, every console command's

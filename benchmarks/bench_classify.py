@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
+import common
 
 PAIRS = {"resnet18-SPD": "resnet18", "resnet50-SPD": "resnet50"}
 SKIPPABLE = ("accuracy", "speed")

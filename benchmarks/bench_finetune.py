@@ -30,11 +30,25 @@ import sys
 from pathlib import Path
 
 from bench_small_objects import (
-    METRICS, NO_DIFFERENCE, VERDICT_METRICS, _gflops, _num_classes, _paired, compute_matched_epochs, finished_run,
+    METRICS,
+    NO_DIFFERENCE,
+    VERDICT_METRICS,
+    _gflops,
+    _num_classes,
+    _paired,
+    compute_matched_epochs,
+    finished_run,
     verdict,
 )
 from common import (
-    base_parser, check_common, check_size, environment, environment_lines, markdown_table, spread, write_results,
+    base_parser,
+    check_common,
+    check_size,
+    environment,
+    environment_lines,
+    markdown_table,
+    spread,
+    write_results,
 )
 
 STOCK = {"yolov8n": "yolov8n.yaml", "yolo11n": "yolo11n.yaml", "yolov5n": "yolov5nu.yaml", "yolo26n": "yolo26n.yaml"}
@@ -92,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     project = args.project.resolve()
     project.mkdir(parents=True, exist_ok=True)
-    small = dict(n_train=16, n_val=8, imgsz=64, video_frames=0) if args.quick else {}
+    small = {"n_train": 16, "n_val": 8, "imgsz": 64, "video_frames": 0} if args.quick else {}
     if args.data:
         data = Path(args.data)
     else:
@@ -107,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.pretrained:
         stock_pt = Path(args.pretrained).resolve()
     else:
-        source_args = dict(n_train=16, n_val=8, imgsz=96, video_frames=0) if args.quick else \
-            dict(n_train=240, n_val=60, imgsz=384, video_frames=0)
+        source_args = {"n_train": 16, "n_val": 8, "imgsz": 96, "video_frames": 0} if args.quick else \
+            {"n_train": 240, "n_val": 60, "imgsz": 384, "video_frames": 0}
         source = generate_demo_dataset(project / "source", seed=1, **source_args)
         run = project / "train" / "pretrain"
         settings = {"model": STOCK[args.pair], "data": source, "epochs": args.pretrain_epochs,

@@ -30,16 +30,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
+import common
 
 DEFAULT_MODELS = ("yolov5s-SPD",)
+QUICK_MODELS = ("yolov5n-SPD",)  # --quick: a smoke test of the script
 SKIPPABLE = ("train", "latency", "layer", "rewrite")
 
 
 def parse_args(argv: list[str] | None = None):
     parser = common.base_parser(__doc__)
     parser.add_argument("--models", nargs="+", default=None, metavar="NAME",
-                        help=f"SPD models, each against its stock counterpart (default: {' '.join(DEFAULT_MODELS)})")
+                        help=f"SPD models, each against its stock counterpart (default: {' '.join(DEFAULT_MODELS)}; "
+                             f"--quick {' '.join(QUICK_MODELS)})")
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:i, i, or cpu (a smoke test)")
     parser.add_argument("--imgsz", type=int, default=None, help="inference input size (default 640; --quick 64)")
     parser.add_argument("--batches", type=int, nargs="+", default=None,
@@ -54,7 +56,7 @@ def parse_args(argv: list[str] | None = None):
     from spd_yolo import available_models
 
     known = [m for m in available_models() if m.startswith("yolo") and m.endswith("-SPD")]  # detectors
-    args.models = args.models or list(DEFAULT_MODELS)
+    args.models = args.models or list(QUICK_MODELS if args.quick else DEFAULT_MODELS)
     common.check_names(parser, "--models", args.models, known)
     defaults = {"imgsz": (64, 640), "train_imgsz": (64, 640), "train_batch": (2, 64), "batches": ([1, 2], [1, 32])}
     for key, (quick, normal) in defaults.items():
@@ -110,14 +112,14 @@ def inference_rows(spd_name: str, args) -> list[dict]:
     """Fused SPD, its strided rewrite and fused stock at each batch size: median ms, images/s, paired SPD/stock."""
     import torch
 
-    from spd_yolo import build_model
+    from bench_models import build
     from spd_yolo.rewrite import rewrite_spd
 
     dtype = torch.float16 if args.lowp else torch.float32
-    models = {"SPD": build_model(spd_name, nc=80).eval().fuse(verbose=False)}
+    models = {"SPD": build(spd_name).fuse(verbose=False)}
     if "rewrite" not in args.skip:
         models["SPD, strided rewrite"] = rewrite_spd(models["SPD"])[0]
-    models["stock"] = build_model(stock(spd_name), nc=80).eval().fuse(verbose=False)
+    models["stock"] = build(stock(spd_name)).fuse(verbose=False)
     models = {k: m.to(args.device, dtype) for k, m in models.items()}
     sync, rows = synchronizer(args.device), []
     for batch in args.batches:
@@ -182,10 +184,11 @@ def training_row(spd_name: str, args) -> dict:
 
 
 def gflops_ratio(spd_name: str, imgsz: int) -> float:
-    from spd_yolo import build_model, model_stats
+    from bench_models import build
+    from spd_yolo import model_stats
 
-    a = model_stats(build_model(spd_name, nc=80), spd_name, imgsz).gflops
-    b = model_stats(build_model(stock(spd_name), nc=80), stock(spd_name), imgsz).gflops
+    a = model_stats(build(spd_name), spd_name, imgsz).gflops
+    b = model_stats(build(stock(spd_name)), stock(spd_name), imgsz).gflops
     return a / b if b else float("nan")
 
 
@@ -219,7 +222,7 @@ def tables(args, ratios: dict, latency: list[dict], train: list[dict], layer: li
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser, args = parse_args(argv)
+    _parser, args = parse_args(argv)
     common.set_threads(args.threads)
     import torch
 

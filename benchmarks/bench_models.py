@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import functools
 import json
 import resource
 import subprocess
@@ -36,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
+import common
 
 DEFAULT_MODELS = ("yolov5n-SPD", "yolov5s-SPD", "yolo11n-SPD")
 SKIPPABLE = ("onnx", "train", "memory", "unfused", "rewrite")
@@ -47,8 +48,8 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--models", nargs="+", default=None, metavar="NAME",
                         help="SPD models (also -SPD-lite, -SPD-p2), each against its stock counterpart "
                         f"(default: {' '.join(DEFAULT_MODELS)})")
-    parser.add_argument("--imgsz", type=int, default=None, help="latency input size (default 640; --quick 160)")
-    parser.add_argument("--train-imgsz", type=int, default=None, help="training input size (default 320; --quick 128)")
+    parser.add_argument("--imgsz", type=int, default=None, help="latency input size (default 640; --quick 64)")
+    parser.add_argument("--train-imgsz", type=int, default=None, help="training input size (default 320; --quick 64)")
     parser.add_argument("--train-batch", type=int, default=None, help="training batch size (default 8; --quick 2)")
     parser.add_argument("--skip", nargs="+", default=[], choices=SKIPPABLE, help="parts to leave out")
     parser.add_argument("--profile", action="store_true", help="per-layer times and top operators, first pair")
@@ -63,7 +64,7 @@ def parse_args(argv: list[str] | None = None):
     if args.memory_probe is not None:
         common.check_names(parser, "--memory-probe", [args.memory_probe.removesuffix(".yaml")],
                            known + [stock(m).removesuffix(".yaml") for m in known])
-    defaults = {"imgsz": (160, 640), "train_imgsz": (128, 320), "train_batch": (2, 8)}  # (--quick, normal)
+    defaults = {"imgsz": (64, 640), "train_imgsz": (64, 320), "train_batch": (2, 8)}  # (--quick, normal)
     for key, (quick, normal) in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, quick if args.quick else normal)
@@ -82,10 +83,17 @@ def stock(name: str) -> str:
     return stock_counterpart(name)
 
 
-def build(name: str):
+@functools.cache
+def _built(name: str):
     from spd_yolo import build_model
 
-    return build_model(name, nc=80).eval()
+    return build_model(name, nc=80)
+
+
+def build(name: str):
+    """`name` untrained (nc=80), in eval mode: a copy of the one model built per name in this process (building runs
+    a forward pass; copying does not)."""
+    return copy.deepcopy(_built(name)).eval()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -175,9 +183,7 @@ def training_setup(name: str, batch: int, imgsz: int, device: str = "cpu", amp: 
     import torch
     from ultralytics.cfg import get_cfg
 
-    from spd_yolo import build_model
-
-    model = build_model(name, nc=80).to(device).train()
+    model = build(name).to(device).train()
     model.args = get_cfg()  # loss gains (box, cls, dfl) as the ultralytics trainer sets them
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.937, nesterov=True)
     scaler = torch.amp.GradScaler(torch.device(device).type, enabled=amp)
@@ -205,11 +211,10 @@ def training_setup(name: str, batch: int, imgsz: int, device: str = "cpu", amp: 
 
 def _proc_status_mib(field: str) -> float | None:
     """A memory field of /proc/self/status (VmRSS, VmHWM) in MiB; None where there is no such file."""
-    with contextlib.suppress(OSError):
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024  # kB
+    with contextlib.suppress(OSError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024  # kB
     return None
 
 
@@ -224,9 +229,8 @@ def memory_probe(name: str, batch: int, imgsz: int) -> dict:
     step = training_setup(name, batch, imgsz)
     gc.collect()
     before = _proc_status_mib("VmRSS")
-    with contextlib.suppress(OSError):
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset the peak RSS (VmHWM) to the current RSS
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak RSS (VmHWM) to the current RSS
     step()
     step()
     peak = _proc_status_mib("VmHWM")
@@ -237,14 +241,28 @@ def memory_probe(name: str, batch: int, imgsz: int) -> dict:
     return {"rss_before_mib": before, "peak_rss_mib": peak, "step_mib": peak - before}
 
 
-def run_memory_probe(name: str, args) -> dict:
-    """Run `memory_probe` for `name` in a fresh interpreter (so peaks of other models do not count)."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-probe", name, "--threads", str(args.threads),
-           "--train-batch", str(args.train_batch), "--train-imgsz", str(args.train_imgsz)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    if done.returncode != 0:
-        raise RuntimeError(f"memory probe for {name} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def run_memory_probes(names: list[str], args) -> list[dict]:
+    """Run `memory_probe` for each name in its own fresh interpreter (so peaks of other models do not count), all at
+    once: each measures only its own process's memory, and the start-up (imports) is most of their time."""
+    procs = []
+    for name in names:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-probe", name, "--threads", str(args.threads),
+               "--train-batch", str(args.train_batch), "--train-imgsz", str(args.train_imgsz)]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = []
+    for name, proc in zip(names, procs):
+        try:
+            out, err = proc.communicate(timeout=900)
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            raise
+        if proc.returncode != 0:
+            for p in procs:
+                p.kill()
+            raise RuntimeError(f"memory probe for {name} failed:\n{err[-2000:]}")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -334,7 +352,7 @@ def bench_pair(spd_name: str, args, folder: Path) -> dict:
                         "time_ratio": common.median([a / b for a, b in zip(t["SPD"], t["stock"])])}
         done("training throughput")
     if "memory" not in args.skip:
-        res["memory"] = [run_memory_probe(spd_name, args), run_memory_probe(stock_name, args)]
+        res["memory"] = run_memory_probes([spd_name, stock_name], args)
         done("memory")
     return res
 

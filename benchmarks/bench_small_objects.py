@@ -53,7 +53,14 @@ import sys
 from pathlib import Path
 
 from common import (
-    base_parser, check_common, check_size, environment, environment_lines, markdown_table, spread, write_results,
+    base_parser,
+    check_common,
+    check_size,
+    environment,
+    environment_lines,
+    markdown_table,
+    spread,
+    write_results,
 )
 
 PAIRS = {"yolov5n": ("yolov5n.yaml", "yolov5n-SPD"), "yolov5s": ("yolov5s.yaml", "yolov5s-SPD"),

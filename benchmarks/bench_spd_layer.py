@@ -31,6 +31,7 @@ Usage:
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
 import os
 import sys
@@ -38,9 +39,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
+import common
 
 DEFAULT_SHAPES = ("1,64,160,160", "16,32,320,320")
+QUICK_SHAPES = ("2,16,64,64",)  # --quick: a smoke test of the script, not a measurement
 VARIANTS = ("layer", "slicing", "pixel_unshuffle", "autograd floor")
 # Part B targets: the SPD layers' largest share of a training step and of fused inference.
 SHARE_TARGETS = {"train": 0.05, "inference": 0.04}
@@ -49,7 +51,8 @@ SHARE_TARGETS = {"train": 0.05, "inference": 0.04}
 def parse_args(argv: list[str] | None = None):
     parser = common.base_parser(__doc__)
     parser.add_argument("--shape", action="append", default=None, metavar="B,C,H,W",
-                        help=f"tensor shape, repeatable (default: {' and '.join(DEFAULT_SHAPES)})")
+                        help=f"tensor shape, repeatable (default: {' and '.join(DEFAULT_SHAPES)}; --quick "
+                             f"{' and '.join(QUICK_SHAPES)})")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:i]; part B runs on the CPU only")
     parser.add_argument("--no-model", action="store_true", help="skip part B (the share of a whole model)")
     parser.add_argument("--variants", nargs="+", default=None, choices=VARIANTS, metavar="NAME",
@@ -60,10 +63,10 @@ def parse_args(argv: list[str] | None = None):
                              "page faults and the ratios compare memory traffic; system: the allocator's defaults")
     args = parser.parse_args(argv)
     common.check_common(parser, args)
-    args.shapes = [_parse_shape(parser, s) for s in (args.shape or DEFAULT_SHAPES)]
+    args.shapes = [_parse_shape(parser, s) for s in (args.shape or (QUICK_SHAPES if args.quick else DEFAULT_SHAPES))]
     if args.device != "cpu" and not args.device.startswith("cuda"):
         parser.error(f"--device must be cpu or cuda[:i], got '{args.device}'")
-    args.repeats = args.repeats or (4 if args.quick else 16)  # the order of the variants rotates from round to round
+    args.repeats = args.repeats or (3 if args.quick else 16)  # the order of the variants rotates from round to round
     return parser, args
 
 
@@ -131,8 +134,10 @@ def layer_variants(x, g, device: str) -> tuple[dict, dict]:
     return fwd, both
 
 
-def bench_layer(shape, device: str, repeats: int, only: list[str] | None = None) -> list[dict]:
-    """Rows {shape, pass, variant, ms, x_copy, x_copy_paired} for one shape; `only`: these variants (and the copy)."""
+def bench_layer(shape, device: str, repeats: int, only: list[str] | None = None, min_sample_s: float = 0.05,
+                ) -> list[dict]:
+    """Rows {shape, pass, variant, ms, x_copy, x_copy_paired} for one shape; `only`: these variants (and the copy);
+    each variant runs at least `min_sample_s` per round."""
     import torch
 
     gen = torch.Generator().manual_seed(0)
@@ -143,7 +148,7 @@ def bench_layer(shape, device: str, repeats: int, only: list[str] | None = None)
         fwd, both = ({k: v for k, v in d.items() if k == "copy" or k in only} for d in (fwd, both))
     rows = []
     for label, variants in (("forward", fwd), ("forward+backward", both)):
-        times = common.interleaved(variants, repeats, warmup=2, min_sample_s=0.05)
+        times = common.interleaved(variants, repeats, warmup=2, min_sample_s=min_sample_s)
         for name, t in times.items():
             by_medians, paired = common.ratio_of_medians_and_median_ratio(t, times["copy"])
             rows.append({"shape": list(shape), "pass": label, "variant": name, "ms": 1e3 * common.median(t),
@@ -234,10 +239,10 @@ def _model_step(model, im, train: bool):
     return step
 
 
-def _build(name: str, train: bool):
-    from spd_yolo import build_model
-
-    model = build_model(name, nc=80)
+def _prepared(built, train: bool):
+    """A copy of the built model `built`, in training mode or fused for inference; its parameters need grads only for
+    training."""
+    model = copy.deepcopy(built)
     model = model.train() if train else model.fuse(verbose=False).eval()
     for p in model.parameters():
         p.requires_grad_(train)
@@ -253,15 +258,15 @@ def bench_model_share(repeats: int, quick: bool) -> list[dict]:
     from spd_yolo.layers.space_to_depth import space_to_depth
 
     spd_name, stock_name = "yolov5n-SPD", "yolov5n.yaml"
-    gflops_ratio = (model_stats(build_model(spd_name, nc=80), spd_name, imgsz=640).gflops
-                    / model_stats(build_model(stock_name, nc=80), stock_name, imgsz=640).gflops)
+    spd_built, stock_built = build_model(spd_name, nc=80), build_model(stock_name, nc=80)  # each built once
+    gflops_ratio = (model_stats(spd_built, spd_name, imgsz=640).gflops
+                    / model_stats(stock_built, stock_name, imgsz=640).gflops)
     settings = (("train fwd+bwd, batch 8, 320", 8, 320, True), ("inference fwd (fused), batch 1, 640", 1, 640, False))
     if quick:
-        settings = (("train fwd+bwd, batch 2, 128", 2, 128, True),
-                    ("inference fwd (fused), batch 1, 128", 1, 128, False))
+        settings = (("train fwd+bwd, batch 1, 64", 1, 64, True), ("inference fwd (fused), batch 1, 64", 1, 64, False))
     rows = []
     for label, batch, size, train in settings:
-        model, stock_model = _build(spd_name, train), _build(stock_name, train)
+        model, stock_model = _prepared(spd_built, train), _prepared(stock_built, train)
         im = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
         inputs = _spd_inputs(model, im)
         step = _model_step(model, im, train)
@@ -277,7 +282,7 @@ def bench_model_share(repeats: int, quick: bool) -> list[dict]:
                     "spd layer": _spd_layers_fn(inputs, train, space_to_depth),
                     "spd slicing": _spd_layers_fn(inputs, train, slicing_spd),
                     "stock": _model_step(stock_model, im, train)}
-        times = common.interleaved(variants, max(3, repeats // 2), warmup=1)
+        times = common.interleaved(variants, 2 if quick else max(3, repeats // 2), warmup=1)
         med = {k: 1e3 * common.median(v) for k, v in times.items()}
         target = SHARE_TARGETS["train" if train else "inference"]
         for path in ("layer", "slicing"):
@@ -328,10 +333,10 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for shape in args.shapes:
-        rows += bench_layer(shape, args.device, args.repeats, args.variants)
+        rows += bench_layer(shape, args.device, args.repeats, args.variants, 0.005 if args.quick else 0.05)
         print(f"measured {shape}", file=sys.stderr, flush=True)
     text = (f"SPD layer vs a contiguous copy ({args.device}, fp32, median of {args.repeats} interleaved rounds of at "
-            f"least 50 ms per variant; allocation: {args.alloc}):\n\n")
+            f"least {5 if args.quick else 50} ms per variant; allocation: {args.alloc}):\n\n")
     text += layer_table(rows)
     print(text, flush=True)
     share = []

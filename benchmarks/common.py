@@ -13,8 +13,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable
 
 # Never download or auto-install while benchmarking (set before ultralytics is imported).
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -139,7 +140,7 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]], ali
 def cpu_model() -> str:
     """CPU model name from lscpu or /proc/cpuinfo (platform.processor() elsewhere)."""
     with contextlib.suppress(Exception):
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
         for line in out.splitlines():
             if line.startswith("Model name:"):
                 return line.split(":", 1)[1].strip()

@@ -88,7 +88,7 @@ class Recorder:
             row.update({k: v for k, v in res.items() if k in row})
         except Skip as e:
             row.update(status="skip", detail=str(e))
-        except Exception as e:  # record and continue
+        except Exception as e:  # noqa: BLE001  (any failure of a check is recorded and the next check runs)
             row.update(status="fail", detail=f"{type(e).__name__}: {e}")
             (self.out / "logs").mkdir(parents=True, exist_ok=True)
             with open(self.out / "logs" / "tracebacks.txt", "a") as f:
@@ -110,9 +110,9 @@ class Recorder:
         (self.out / "gpu_check.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
         lines = ["# SPD-YOLO GPU check", "", "## Environment", "", "| key | value |", "|---|---|"]
         lines += [f"| {k} | {_cell(v)} |" for k, v in self.env.items()]
-        lines += ["", f"Mode: device `{self.args.device}`{' --quick' if self.args.quick else ''}; "
+        lines += ["", (f"Mode: device `{self.args.device}`{' --quick' if self.args.quick else ''}; "
                       f"{len(self.failed())} failed of {len(self.checks)} checks; "
-                      f"{data['total_seconds']} s so far.", ""]
+                      f"{data['total_seconds']} s so far."), ""]
         for section in dict.fromkeys(c["section"] for c in self.checks):
             lines += [f"## {section}", "", "| check | status | measured | tolerance | detail | s |",
                       "|---|---|---|---|---|---:|"]
@@ -149,9 +149,9 @@ def environment(args) -> dict:
     if shutil.which("nvidia-smi"):
         try:
             r = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-                               capture_output=True, text=True, timeout=30)
+                               capture_output=True, text=True, timeout=30, check=False)
             env["nvidia-smi (name, driver)"] = r.stdout.strip().replace("\n", "; ") or r.stderr.strip()
-        except Exception as e:
+        except (OSError, subprocess.SubprocessError) as e:
             env["nvidia-smi (name, driver)"] = f"error: {e}"
     else:
         env["nvidia-smi (name, driver)"] = "not available"
@@ -159,8 +159,8 @@ def environment(args) -> dict:
         import ultralytics
 
         env["ultralytics"] = ultralytics.__version__
-    except Exception:
-        pass
+    except ImportError as e:
+        env["ultralytics"] = f"error: {e}"
     return env
 
 
@@ -296,7 +296,7 @@ def run_script(out: Path, log_name: str, cmd: list[str], timeout: float, **kw) -
     (out / "logs").mkdir(parents=True, exist_ok=True)
     log = out / "logs" / f"{log_name}.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env, **kw)
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env, **kw, check=False)
     log.write_text(f"$ {' '.join(cmd)}\n(exit {r.returncode})\n--- stdout\n{r.stdout}\n--- stderr\n{r.stderr}\n")
     if r.returncode != 0:
         tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
@@ -333,9 +333,9 @@ class E2E:
         from spd_yolo.data.synth import generate_demo_dataset
 
         if self.args.quick:
-            kw = dict(n_train=16, n_val=8, imgsz=64, video_frames=10)
+            kw = {"n_train": 16, "n_val": 8, "imgsz": 64, "video_frames": 10}
         else:
-            kw = dict(n_train=240, n_val=60, imgsz=640, video_frames=60)
+            kw = {"n_train": 240, "n_val": 60, "imgsz": 640, "video_frames": 60}
         self.data_yaml = Path(generate_demo_dataset(self.data_root, progress=False, **kw))
         return {"measured": f"{kw}", "detail": str(self.data_yaml)}
 
@@ -352,32 +352,34 @@ class E2E:
                "--project", str(self.out / "train"), "--name", "run", "--exist-ok", "--noplots",
                "--workers", "0" if self.args.quick else "4"]
         (self.out / "logs").mkdir(parents=True, exist_ok=True)
-        log = open(self.out / "logs" / "train_1_interrupted.log", "w")
-        log.write(f"$ {' '.join(cmd)}\n")
-        log.flush()
-        last, csv = self.run_dir / "weights" / "last.pt", self.run_dir / "results.csv"
-        child = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_sigint_default,
-                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        deadline = time.time() + self.timeout
-        try:
-            while time.time() < deadline and child.poll() is None and not (last.exists() and results_rows(csv) >= 1):
-                time.sleep(0.2)
-            if child.poll() is not None:
-                raise RuntimeError(f"train.py exited ({child.returncode}) before it could be interrupted; "
-                                   f"results.csv rows: {results_rows(csv)}")
-            if not last.exists():
-                raise TimeoutError(f"no {last} within {self.timeout} s")
-            child.send_signal(signal.SIGINT)
+        with open(self.out / "logs" / "train_1_interrupted.log", "w") as log:  # closed also if Popen fails
+            log.write(f"$ {' '.join(cmd)}\n")
+            log.flush()
+            last, csv = self.run_dir / "weights" / "last.pt", self.run_dir / "results.csv"
+            # the child takes Ctrl-C's default action even where this script was started with SIGINT ignored
+            child = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                     preexec_fn=_sigint_default,  # noqa: PLW1509  (one signal() call, no locks)
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            deadline = time.time() + self.timeout
             try:
-                rc1 = child.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                rc1 = child.wait()
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
-            log.close()
+                while (time.time() < deadline and child.poll() is None
+                       and not (last.exists() and results_rows(csv) >= 1)):
+                    time.sleep(0.2)
+                if child.poll() is not None:
+                    raise RuntimeError(f"train.py exited ({child.returncode}) before it could be interrupted; "
+                                       f"results.csv rows: {results_rows(csv)}")
+                if not last.exists():
+                    raise TimeoutError(f"no {last} within {self.timeout} s")
+                child.send_signal(signal.SIGINT)
+                try:
+                    rc1 = child.wait(timeout=120)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    rc1 = child.wait()
+            finally:
+                if child.poll() is None:
+                    child.kill()
+                    child.wait()
         rows_at_interrupt = results_rows(csv)
         if rows_at_interrupt >= self.epochs:
             raise RuntimeError("training finished before the interrupt: nothing to resume")
@@ -501,7 +503,7 @@ def main(argv=None) -> int:
             print("error: CUDA is not available here (use --device cpu --quick to check the script)", file=sys.stderr)
             return 2
         rec.env = environment(args)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001  (the report records it; the checks still run)
         rec.env = {"error": f"{type(e).__name__}: {e}"}
     rec.write()
     dev = args.torch_device

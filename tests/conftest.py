@@ -1,11 +1,14 @@
 # SPD-YOLO, AGPL-3.0 license
 """Test isolation: ultralytics settings in a temp dir, never online, never auto-installing; `network_guard` for tests
-that must prove no network access is even attempted."""
+that must prove no network access is even attempted; the one trained detector and the one trained classifier that
+every test needing only "a trained checkpoint" shares (`trained_detector`, `trained_classifier`)."""
 
 import ipaddress
 import os
 import socket
 import tempfile
+from pathlib import Path
+from typing import NamedTuple
 
 # Set before anything imports ultralytics (it reads these at import time). Subprocesses inherit them.
 _CONFIG_DIR = tempfile.mkdtemp(prefix="spd-yolo-tests-")
@@ -15,10 +18,18 @@ os.environ["YOLO_AUTOINSTALL"] = "false"
 os.environ.setdefault("YOLO_VERBOSE", "false")
 os.environ.pop("ULTRALYTICS_SAFE_LOAD", None)
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import cv2
+import numpy as np
+import pytest
+import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+from helpers import ok, script
+
+# One intra-op thread in the test process, whatever ran before: ultralytics' select_device() sets its own count
+# (cpu_count - 1, at most 8) for the rest of the process, so the count would otherwise depend on the test order;
+# the tests' tiny models gain nothing from more, and on a busy machine more threads than free cores make each
+# step several times slower.
+torch.set_num_threads(1)
 
 
 @pytest.fixture
@@ -77,3 +88,62 @@ def network_guard(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
     yield attempts
     assert not attempts, f"network access attempted: {attempts}"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Shared trained models. Each trains once per session, the first time a test asks for it (only slow tests do), through
+# train.py as a user runs it. Tests read them; a test that writes beside a checkpoint (export) copies it first.
+
+
+class Run(NamedTuple):
+    """A finished train.py run: its folder (weights/best.pt, last.pt, results.csv, args.yaml) and what it printed."""
+
+    folder: Path
+    output: str
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory):
+    """data.yaml of the demo detection set: 8 train and 4 val images at 64 px (4 classes), a 7-frame video in
+    video/demo.avi and a COCO annotation file for val."""
+    from spd_yolo.data.synth import generate_demo_dataset
+
+    return generate_demo_dataset(tmp_path_factory.mktemp("demo-data") / "tiny", n_train=8, n_val=4, imgsz=64,
+                                 video_frames=7, progress=False)
+
+
+@pytest.fixture(scope="session")
+def trained_detector(demo_data, tmp_path_factory) -> Run:
+    """yolov5n-SPD trained 2 epochs on `demo_data` by train.py (batch 4, 64 px, CPU), run folder <project>/spd."""
+    project = tmp_path_factory.mktemp("trained-detector")
+    out = ok(script("train", "--cfg", "yolov5n-SPD", "--data", demo_data, "--epochs", 2, "--img", 64, "--batch-size",
+                    4, "--workers", 0, "--device", "cpu", "--project", project, "--name", "spd"))
+    return Run(project / "spd", out)
+
+
+@pytest.fixture(scope="session")
+def cls_folders(tmp_path_factory):
+    """A classification image-folder set: 3 synthetic classes at 32x32 (4 train and 2 val images each) plus, in train
+    and val, a grayscale PNG, an RGBA PNG, a 48x40 JPEG and a 16-bit PNG."""
+    from spd_yolo.data.synth_cls import CLASS_NAMES, generate_cls_dataset
+
+    root = generate_cls_dataset(tmp_path_factory.mktemp("cls-data") / "mixed", n_train=4, n_val=2, n_classes=3)
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        a, b, c = (root / split / name for name in CLASS_NAMES[:3])
+        for path, im in ((a / "zz_gray.png", rng.integers(0, 255, (32, 32), dtype=np.uint8)),
+                         (b / "zz_rgba.png", rng.integers(0, 255, (32, 32, 4), dtype=np.uint8)),
+                         (c / "zz_odd.jpg", rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)),
+                         (c / "zz_16bit.png", rng.integers(0, 65535, (32, 32, 3), dtype=np.uint16))):
+            assert cv2.imwrite(str(path), im)
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_classifier(cls_folders, tmp_path_factory) -> Run:
+    """resnet18-SPD trained 1 epoch on `cls_folders` by train.py (batch 4, at the images' 32 px, CPU), run folder
+    <project>/cls. Stock resnet18 runs the same code with spd=false."""
+    project = tmp_path_factory.mktemp("trained-classifier")
+    out = ok(script("train", "--cfg", "resnet18-SPD", "--data", cls_folders, "--epochs", 1, "--batch-size", 4,
+                    "--workers", 0, "--device", "cpu", "--project", project, "--name", "cls"))
+    return Run(project / "cls", out)

@@ -1,6 +1,8 @@
 # SPD-YOLO, AGPL-3.0 license
 """Small helpers shared by the tests."""
 
+from __future__ import annotations
+
 import os
 import subprocess
 import sys
@@ -8,8 +10,8 @@ import zipfile
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 import yaml
+from torch import nn
 from ultralytics.cfg import get_cfg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,7 +22,8 @@ def run_python(code: str, cwd: Path, env: dict | None = None, timeout: int = 300
     full_env = {**os.environ, **(env or {})}
     full_env.pop("PYTHONPATH", None)  # the project must be found through its installation, not the repo path
     return subprocess.run(
-        [sys.executable, "-c", code], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-c", code], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+        check=False,
     )
 
 
@@ -35,7 +38,7 @@ def script(name: str, *args, cwd=None) -> subprocess.CompletedProcess:
     env = {**os.environ, "YOLO_VERBOSE": "true"}  # the scripts print what a user sees
     return subprocess.run(
         [sys.executable, str(REPO / f"{name}.py"), *map(str, args)],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False,
     )
 
 

@@ -67,7 +67,8 @@ def test_first_layer_from_must_be_input(tmp_path):
 
 def test_missing_head_and_bad_row_shape(tmp_path):
     cfg = write_yaml(tmp_path / "m.yaml", [STEM], None)
-    with pytest.raises(SPDConfigError, match=rf"{cfg}: 'head' must be a non-empty list of \[from, number, module, args\] rows"):
+    message = rf"{cfg}: 'head' must be a non-empty list of \[from, number, module, args\] rows"
+    with pytest.raises(SPDConfigError, match=message):
         DetectionModel(str(cfg), verbose=False)
     cfg = write_yaml(tmp_path / "m.yaml", [STEM, [-1, 1, "Conv"]], HEAD)
     with pytest.raises(SPDConfigError, match=r"layer 1: expected a row \[from, number, module, args\]"):

@@ -14,24 +14,25 @@ import os
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
+from torch import nn
 from ultralytics.nn.modules import Classify
 from ultralytics.nn.tasks import ClassificationModel
 
 import spd_yolo
 from helpers import REPO, script_ok, strided_layers, write_yaml
-from spd_yolo.errors import ClassificationDataError, SPDSizeError
-from spd_yolo.layers import DepthToSpace, ResNetStage, ResNetStem, SPDConv, SpaceToDepth, full_res_conv_as_spd
 from spd_yolo import SPDConfigError
 from spd_yolo.cli import detect, train, val
 from spd_yolo.data import convert
 from spd_yolo.data.folders import check_classification_folders
 from spd_yolo.data.synth_cls import CLASS_NAMES, generate_cls_dataset
+from spd_yolo.errors import ClassificationDataError, SPDSizeError
+from spd_yolo.layers import DepthToSpace, ResNetStage, ResNetStem, SpaceToDepth, SPDConv, full_res_conv_as_spd
 
 CLASSIFIERS = ("resnet18", "resnet18-SPD", "resnet50", "resnet50-SPD")
 _BUILT = {}
@@ -116,7 +117,7 @@ def test_spd_stem_starts_shift_equivariant():
     torch.manual_seed(0)
     stem = ResNetStem(3, 16, 3, spd=True)
     x = torch.randn(1, 3, 16, 16)
-    f = lambda t: stem.d2s(stem.conv(stem.s2d(t)))  # noqa: E731
+    f = lambda t: stem.d2s(stem.conv(stem.s2d(t)))
     y, y_shift = f(x), f(torch.roll(x, 1, dims=3))
     torch.testing.assert_close(y_shift[..., 3:-3, 4:-3], y[..., 3:-3, 3:-4], rtol=0, atol=1e-5)
     nn.init.kaiming_uniform_(stem.conv.weight)  # negative control: phases drawn independently
@@ -133,7 +134,8 @@ def test_spd_and_stock_have_the_same_feature_map_sizes(depth):
         for name in (f"resnet{depth}", f"resnet{depth}-SPD"):
             model = built(name).eval()
             out = []
-            hooks = [m.register_forward_hook(lambda m, i, o: out.append(tuple(o.shape[1:]))) for m in model.model[:-1]]
+            hooks = [m.register_forward_hook(lambda m, i, o, out=out: out.append(tuple(o.shape[1:])))
+                     for m in model.model[:-1]]
             with torch.no_grad():
                 model(torch.zeros(1, 3, size, size))
             for h in hooks:
@@ -150,7 +152,7 @@ def test_gflops_are_true_and_scale_with_area():
         for size in (32, 64):
             macs = []
 
-            def hook(m, inp, out):
+            def hook(m, inp, out, macs=macs):
                 macs.append(out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1])
 
             handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
@@ -405,7 +407,7 @@ def test_tiny_imagenet_converter_and_cli(tmp_path, capsys):
     src = tmp_path / "tiny-imagenet-200"
     wnids = _fake_tiny_imagenet(src)
     out = subprocess.run([sys.executable, "-m", "spd_yolo.data.convert", "tiny-imagenet", str(src),
-                          str(tmp_path / "ti")], capture_output=True, text=True, timeout=120)
+                          str(tmp_path / "ti")], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     assert "3 classes, 9 train and 6 val images" in out.stdout
     found = check_classification_folders(tmp_path / "ti", ("train", "val"))
@@ -454,7 +456,7 @@ def test_ddp_worker_imports_the_classification_trainer(good, tmp_path):
     trainer = SPDClassificationTrainer(overrides={"model": "resnet18-SPD.yaml", "data": str(good), "device": "cpu",
                                                   "project": str(tmp_path), "name": "ddp"})
     trainer.model = spd_yolo.build_model("resnet18-SPD", nc=2)
-    text = open(generate_ddp_file(trainer)).read()
+    text = Path(generate_ddp_file(trainer)).read_text()
     probe = text.replace(
         "trainer.train()",
         "from ultralytics.nn import tasks\n"
@@ -463,7 +465,7 @@ def test_ddp_worker_imports_the_classification_trainer(good, tmp_path):
     )
     (tmp_path / "probe.py").write_text(probe)
     out = subprocess.run([sys.executable, str(tmp_path / "probe.py")], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=300)
+                         timeout=300, check=False)
     assert out.returncode == 0, out.stderr
     assert "registered spd_yolo.models.registry SPDClassificationTrainer" in out.stdout
     assert "spd layers 7" in out.stdout
@@ -495,34 +497,25 @@ def test_classification_label_smoothing():
 # End to end with the scripts.
 
 
-@pytest.fixture(scope="module")
-def mixed_folders(tmp_path_factory):
-    """3 synthetic classes at 32x32 plus, in train and val, a grayscale PNG, an RGBA PNG, a 48x40 JPEG, a 16-bit PNG."""
-    root = generate_cls_dataset(tmp_path_factory.mktemp("cls") / "mixed", n_train=4, n_val=2, n_classes=3)
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        a, b, c = (root / split / name for name in CLASS_NAMES[:3])
-        for path, im in ((a / "zz_gray.png", rng.integers(0, 255, (32, 32), dtype=np.uint8)),
-                         (b / "zz_rgba.png", rng.integers(0, 255, (32, 32, 4), dtype=np.uint8)),
-                         (c / "zz_odd.jpg", rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)),
-                         (c / "zz_16bit.png", rng.integers(0, 65535, (32, 32, 3), dtype=np.uint16))):
-            assert cv2.imwrite(str(path), im)
-    return root
+@pytest.fixture
+def mixed_folders(cls_folders):
+    """The session's classification set (conftest): 3 synthetic classes at 32x32 plus, in train and val, a grayscale
+    PNG, an RGBA PNG, a 48x40 JPEG and a 16-bit PNG."""
+    return cls_folders
 
 
-@pytest.fixture(scope="module", params=["resnet18-SPD"])  # stock resnet18 runs the same code with spd=false
-def trained(request, mixed_folders, tmp_path_factory):
-    project = tmp_path_factory.mktemp("runs")
-    out = script_ok("train", "--cfg", request.param, "--data", mixed_folders, "--epochs", 1, "--batch-size", 4,
-                 "--workers", 0, "--device", "cpu", "--project", project, "--name", "cls")
-    assert "--imgsz not given: training at 32" in out  # the images' size, not 640
-    assert "Results saved to" in out and "16 images, 0 corrupt" in out  # 12 synthetic + 4 mixed-mode images
-    return request.param, project / "cls"
+@pytest.fixture
+def trained(trained_classifier):
+    """The session's trained resnet18-SPD (conftest): (model name, run folder)."""
+    return "resnet18-SPD", trained_classifier.folder
 
 
 @pytest.mark.slow
-def test_train_writes_a_classifier(trained):
+def test_train_writes_a_classifier(trained, trained_classifier):
     name, run = trained
+    out = trained_classifier.output
+    assert "--imgsz not given: training at 32" in out  # the images' size, not 640
+    assert "Results saved to" in out and "16 images, 0 corrupt" in out  # 12 synthetic + 4 mixed-mode images
     for f in ("weights/best.pt", "weights/last.pt", "weights/best.weights.pt", "results.csv", "args.yaml"):
         assert (run / f).is_file(), f
     ckpt = torch.load(run / "weights/best.pt", weights_only=False)
@@ -575,7 +568,7 @@ def test_export_onnx_parity_then_onnx_in_val_and_detect(trained, mixed_folders, 
     model = spd_yolo.YOLO(weights).model.float().eval()
     x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        probs, logits = model(x)
+        probs, _logits = model(x)
     z = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     assert np.abs(z - probs.numpy()).max() < 1e-5
     out = script_ok("val", "--weights", onnx, "--data", mixed_folders, "--project", tmp_path, "--name", "ov")

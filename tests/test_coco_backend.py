@@ -7,17 +7,14 @@ import sys
 
 import pytest
 
-from helpers import REPO
 from spd_yolo import coco
 from spd_yolo.cli import val
 from spd_yolo.cli.common import CLIError
-
-sys.path.insert(0, str(REPO / "benchmarks"))
-import bench_coco_eval  # noqa: E402  (a script folder, not a package)
+from spd_yolo.data.coco_like import build_gt, make_data
 
 pytest.importorskip("faster_coco_eval")
 
-TOL = 1e-6  # observed: at most a few 1e-16 (float summation order), see the report in bench_coco_eval
+TOL = 1e-6  # observed: at most a few 1e-16 (float summation order), see the report of benchmarks/bench_coco_eval.py
 
 
 def both(gt, dets, **kw) -> tuple[coco.CocoStats, coco.CocoStats]:
@@ -61,28 +58,28 @@ def test_hand_made_case():
 
 def test_hand_made_case_with_image_subset():
     gt, dets = hand_made()
-    ref, fast = both(gt, dets, image_ids=[2])
+    _ref, fast = both(gt, dets, image_ids=[2])
     assert "evaluated on 1 of 2 images" in fast.gt_source
 
 
 @pytest.mark.parametrize("seed,crowd", [(0, 0.0), (1, 0.05), (2, 0.3)])
 def test_synthetic_coco_like_sets(seed, crowd):
-    records, flags, dets = bench_coco_eval.make_data(300, seed=seed, crowd=crowd)
-    gt = bench_coco_eval.build_gt(records, flags)
+    records, flags, dets = make_data(300, seed=seed, crowd=crowd)
+    gt = build_gt(records, flags)
     assert {coco.count_objects(gt, a) > 0 for a in ("small", "medium", "large")} == {True}
     ref, _ = both(gt, dets)
     assert 0 < ref.values["AP"] < 1
 
 
 def test_300_detections_per_image():
-    records, flags, dets = bench_coco_eval.make_data(50, seed=3, fp_per_image=400)  # capped at 300 per image
-    gt = bench_coco_eval.build_gt(records, flags)
+    records, flags, dets = make_data(50, seed=3, fp_per_image=400)  # capped at 300 per image
+    gt = build_gt(records, flags)
     both(gt, dets)
 
 
 def test_empty_detections():
-    records, flags, _ = bench_coco_eval.make_data(40, seed=4)
-    ref, _ = both(bench_coco_eval.build_gt(records, flags), [])
+    records, flags, _ = make_data(40, seed=4)
+    ref, _ = both(build_gt(records, flags), [])
     assert all(v == 0 for v in ref.values.values())
 
 

@@ -7,6 +7,8 @@ validation predictions by an "oracle" that reports a known share of the ground-t
 COCO numbers of each epoch are then known (1.0 for all boxes) and the epoch best.pt must come from is too.
 """
 
+from __future__ import annotations
+
 import csv
 import io
 import os
@@ -81,7 +83,13 @@ def install_oracle(keep: dict | float, setattr=setattr) -> None:
 def child(setup: str, *argv) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", CHILD.format(tests=str(TESTS), setup=setup), *map(str, argv)],
                           capture_output=True, text=True, timeout=600, env={**os.environ, "YOLO_VERBOSE": "true"},
-                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), check=False)
+
+
+def val_args(weights, data, project, name) -> dict:
+    """The arguments of a standalone validation (what val.py runs) of `weights` on `data`, with COCO metrics."""
+    return {"model": str(weights), "data": str(data), "imgsz": 64, "batch": 8, "conf": 0.001, "iou": 0.7,
+            "device": "cpu", "save_json": True, "plots": False, "project": str(project), "name": name}
 
 
 def train_args(data, project, name, *extra, epochs=3) -> list[str]:
@@ -127,6 +135,7 @@ def copy_without_annotations(data, root) -> Path:
 
 
 @pytest.fixture(scope="module")
+# Own training: how training selects best.pt under --fitness is what is checked.
 def oracle_run(data, tmp_path_factory):
     """3 epochs with --fitness ap_small, the oracle reporting 50%, 100%, 25% of the boxes: best.pt is epoch 2."""
     project = tmp_path_factory.mktemp("oracle")
@@ -204,9 +213,7 @@ def test_ap_small_selects_best_pt_and_matches_validation(oracle_run, data, tmp_p
 
     # the last epoch's numbers are those of a standalone validation (what val.py runs) of the same predictions
     install_oracle(KEEP[2], setattr=monkeypatch.setattr)
-    validator = SPDDetectionValidator(args=dict(model=str(oracle_run / "weights/last.pt"), data=str(data), imgsz=64,
-                                                batch=8, conf=0.001, iou=0.7, device="cpu", save_json=True,
-                                                plots=False, project=str(tmp_path), name="val"))
+    validator = SPDDetectionValidator(args=val_args(oracle_run / "weights/last.pt", data, tmp_path, "val"))
     validator()
     for stat, column in COCO_COLUMNS.items():
         assert float(table[-1][column]) == pytest.approx(validator.coco_stats.values[stat], abs=1e-5), stat
@@ -214,9 +221,7 @@ def test_ap_small_selects_best_pt_and_matches_validation(oracle_run, data, tmp_p
 
     # and against the ground truth built from the YOLO labels (no annotation file): the same numbers
     labels_only = copy_without_annotations(data, tmp_path / "labels-only")
-    again = SPDDetectionValidator(args=dict(model=str(oracle_run / "weights/last.pt"), data=str(labels_only), imgsz=64,
-                                            batch=8, conf=0.001, iou=0.7, device="cpu", save_json=True, plots=False,
-                                            project=str(tmp_path), name="val-labels"))
+    again = SPDDetectionValidator(args=val_args(oracle_run / "weights/last.pt", labels_only, tmp_path, "val-labels"))
     again()
     assert again.coco_stats.gt_source.startswith("YOLO labels at original image sizes")
     for stat in COCO_COLUMNS:
@@ -224,6 +229,7 @@ def test_ap_small_selects_best_pt_and_matches_validation(oracle_run, data, tmp_p
 
 
 @pytest.mark.slow
+# Own training: a killed and resumed training is what is checked.
 def test_resume_after_sigkill_keeps_ap_small(data, tmp_path):
     """Also the ground truth from the YOLO labels during training (no annotation file in this copy)."""
     data = copy_without_annotations(data, tmp_path / "labels-only")
@@ -246,6 +252,7 @@ def test_resume_after_sigkill_keeps_ap_small(data, tmp_path):
 
 
 @pytest.mark.slow
+# Own training: the COCO columns a training writes are what is checked.
 def test_coco_metrics_on_a_real_run_match_val_of_last_pt(data, tmp_path):
     """--coco-metrics with --noval: the epoch that is not validated has -1 placeholders, the table stays aligned, and
     the final epoch equals a standalone validation of last.pt at the training validation's settings (conf 0.001,
@@ -256,15 +263,14 @@ def test_coco_metrics_on_a_real_run_match_val_of_last_pt(data, tmp_path):
     assert [first[c] for c in COCO_COLUMNS.values()] == ["-1"] * 4 and float(first[COCO_TIME_COLUMN]) == 0
     assert all(float(last[c]) == -1 or 0 <= float(last[c]) <= 1 for c in COCO_COLUMNS.values())
     assert_best_by(run, "default", "metrics/mAP50-95(B)", coco_metrics=True)
-    validator = SPDDetectionValidator(args=dict(model=str(run / "weights/last.pt"), data=str(data), imgsz=64, batch=8,
-                                                conf=0.001, iou=0.7, device="cpu", save_json=True, plots=False,
-                                                project=str(tmp_path), name="val"))
+    validator = SPDDetectionValidator(args=val_args(run / "weights/last.pt", data, tmp_path, "val"))
     validator()
     for stat, column in COCO_COLUMNS.items():
         assert float(last[column]) == pytest.approx(validator.coco_stats.values[stat], abs=0.02), stat
 
 
 @pytest.mark.slow
+# Own training: the columns a training writes are what is checked.
 def test_without_coco_metrics_results_are_unchanged(data, tmp_path):
     assert cli(train_args(data, tmp_path, "run", "--noplots", epochs=2)) == 0
     run = tmp_path / "run"
@@ -277,6 +283,7 @@ def test_without_coco_metrics_results_are_unchanged(data, tmp_path):
 
 
 @pytest.mark.slow
+# Own training: the refusal comes from the trainer, before its first epoch.
 def test_ap_small_without_small_objects_is_one_error_line(data, tmp_path, capsys):
     """AP_S is undefined (-1) on a validation set without small objects: refused before the first epoch."""
     yaml_path = copy_without_annotations(data, tmp_path / "big")
@@ -289,6 +296,8 @@ def test_ap_small_without_small_objects_is_one_error_line(data, tmp_path, capsys
     assert not (tmp_path / "run/weights/last.pt").exists()
 
 
+@pytest.mark.slow
+# Own training: the trainer the Python API picks is what is checked.
 def test_python_api_trains_with_our_trainer_and_a_configured_fitness(data, tmp_path, monkeypatch):
     """`spd_yolo.YOLO(...).train()` uses SPDDetectionTrainer (not ultralytics' stock one): best.weights.pt and the
     fitness record; ``trainer=SPDDetectionTrainer.configured("ap_small")`` selects best.pt by AP_S as train.py does.
@@ -314,7 +323,8 @@ def test_python_api_trains_with_our_trainer_and_a_configured_fitness(data, tmp_p
     plain = YOLO("yolov5n-SPD")
     plain.train(data=str(data), epochs=1, imgsz=64, batch=4, workers=0, device="cpu", project=str(tmp_path),
                 name="plain", seed=0, plots=False)
-    assert type(plain.trainer) is SPDDetectionTrainer and record(tmp_path / "plain/weights/last.pt")["name"] == "default"
+    assert type(plain.trainer) is SPDDetectionTrainer
+    assert record(tmp_path / "plain/weights/last.pt")["name"] == "default"
 
 
 def test_checkpoint_record_reads_the_model_attribute_and_old_top_level_keys():

@@ -13,7 +13,7 @@ import spd_modules
 import spd_yolo.layers
 from helpers import REPO, slicing_space_to_depth
 from spd_yolo.errors import SPDSizeError
-from spd_yolo.layers import DepthToSpace, SPDConv, SpaceToDepth, space_to_depth
+from spd_yolo.layers import DepthToSpace, SpaceToDepth, SPDConv, space_to_depth
 
 
 def numpy_space_to_depth(x: np.ndarray, s: int) -> np.ndarray:

@@ -3,14 +3,14 @@
 
 import pytest
 import torch
-import torch.nn as nn
+from spd_yolo.models import registry
+from torch import nn
 from ultralytics.nn.tasks import ClassificationModel, DetectionModel
 
 import spd_yolo
 from helpers import REPO, detect_feats, one_training_step, run_python, stride2_convs, strided_layers, write_yaml
 from spd_yolo.errors import SPDSizeError
-from spd_yolo.layers import SPDConv, SpaceToDepth
-from spd_yolo.models import registry
+from spd_yolo.layers import SpaceToDepth, SPDConv
 
 ALL_MODELS = spd_yolo.available_models()
 # the P2 models (strides 4-32): test_p2_models.py; the stock-cost SPD-lite models: test_lite_models.py
@@ -158,7 +158,8 @@ def test_yolov5_spd_matches_stock_after_the_spd_points():
     # in the neck the SPD output (4x) is concatenated with the lateral branch before the C3
     for i, lateral in ((23, 18), (27, 14)):
         c3 = ours.model[i + 2]
-        assert c3.cv1.conv.in_channels == 4 * ours.model[i - 1].conv.out_channels + ours.model[lateral].conv.out_channels
+        expected = 4 * ours.model[i - 1].conv.out_channels + ours.model[lateral].conv.out_channels
+        assert c3.cv1.conv.in_channels == expected
     assert isinstance(ours.model[0], SPDConv) and ours.model[0].conv.conv.in_channels == 12
     # detect heads see the same channel counts as the stock model
     assert [m[0].conv.in_channels for m in ours.model[-1].cv2] == [m[0].conv.in_channels for m in stock.model[-1].cv2]
@@ -269,6 +270,7 @@ def test_scaled_names_load_from_a_folder_whose_path_has_digit_and_scale_letter(f
     so). Here: the family YAMLs copied into such a folder, loaded and built by scaled name, also through YOLO, in a
     fresh process (as a user who installed there); the stock loader fails on the same path."""
     import shutil
+
     from ultralytics.nn import tasks
 
     root = tmp_path / folder / "configs"

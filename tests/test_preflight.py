@@ -31,34 +31,34 @@ DET = ["--weights", "{weights}", "--source", "{images}"]  # a detect.py command 
 # (script, argv with {placeholders} from the `inputs` fixture, text the one error line must contain)
 ROWS = [
     # --- issue 19 -------------------------------------------------------------------------------------------------
-    ("train", ["--resume", "{finished}"], "--resume {finished}: the run finished (epoch 2/2): nothing to resume; to "
-     "train further, start a new run from its weights with --weights {finished}/weights/best.pt"),
-    ("train", ["--resume", "{finished}/weights/best.pt"], "--resume {finished}/weights/best.pt: the run finished "
-     "(epoch 2/2): nothing to resume"),
-    ("train", ["--resume", "{interrupted}/weights/best.pt"], "best.pt holds the best epoch's weights, not where "
-     "training stopped; resume from the run folder or its last.pt ({interrupted}/weights/last.pt)"),
+    ("train", ["--resume", "{finished}"], ("--resume {finished}: the run finished (epoch 2/2): nothing to resume; to "
+     "train further, start a new run from its weights with --weights {finished}/weights/best.pt")),
+    ("train", ["--resume", "{finished}/weights/best.pt"], ("--resume {finished}/weights/best.pt: the run finished "
+     "(epoch 2/2): nothing to resume")),
+    ("train", ["--resume", "{interrupted}/weights/best.pt"], ("best.pt holds the best epoch's weights, not where "
+     "training stopped; resume from the run folder or its last.pt ({interrupted}/weights/last.pt)")),
     ("train", ["--resume", "{weights}"], "--resume {weights}: {weights} is not a training checkpoint"),
-    ("train", ["--resume", "{interrupted}", "--epochs", "5"], "--epochs 5: --resume continues the run with the "
+    ("train", ["--resume", "{interrupted}", "--epochs", "5"], ("--epochs 5: --resume continues the run with the "
      "settings it started with (epochs=3); only --device, --workers and --data may come with it. To change them, "
-     "start a new run from its weights: --weights {interrupted}/weights/last.pt --epochs 5"),
+     "start a new run from its weights: --weights {interrupted}/weights/last.pt --epochs 5")),
     ("train", ["--resume", "{interrupted}", "--img", "128", "--batch-size", "8", "--name", "again"],
      "--batch-size 8 --imgsz 128 --name again: --resume continues the run with the settings it started with"),
     ("train", ["--resume", "{interrupted}", "--data", "{nolabels}"], "--data {nolabels}: no labels for the 'train'"),
-    ("train", ["--cfg", "yolov5n-SPD", "--data", "{nolabels}"], "--data {nolabels}: no labels for the 'train' images: "
-     "the labels folder {root}/nolabels/labels/train does not exist"),
+    ("train", ["--cfg", "yolov5n-SPD", "--data", "{nolabels}"], ("--data {nolabels}: no labels for the 'train' images: "
+     "the labels folder {root}/nolabels/labels/train does not exist")),
     ("train", ["--cfg", "yolov5n-SPD", "--data", "{nc3}"], "--data {nc3}: 'names' length 4 and 'nc: 3' must match"),
     ("train", ["--cfg", "yolov5n-SPD", "--data", "{names_str}"],
      "--data {names_str}: 'names' must be a list or dict, not str (names: 'red')"),
-    ("train", ["--cfg", "yolov5n-SPD", "--data", "{gaps}"], "--data {gaps}: 'names': 2-class dataset requires class "
-     "indices 0-1"),
-    ("train", ["--cfg", "yolov5n-SPD", "--data", "{bad_anno}", "--coco-metrics"], "--data {bad_anno}: its 'val' "
+    ("train", ["--cfg", "yolov5n-SPD", "--data", "{gaps}"], ("--data {gaps}: 'names': 2-class dataset requires class "
+     "indices 0-1")),
+    ("train", ["--cfg", "yolov5n-SPD", "--data", "{bad_anno}", "--coco-metrics"], ("--data {bad_anno}: its 'val' "
      "annotation file {root}/bad_anno/annotations/instances_val.json: not valid JSON (Expecting property name "
-     "enclosed in double quotes: line 1 column 2)"),
+     "enclosed in double quotes: line 1 column 2)")),
     ("train", ["--cfg", "yolov5n-SPD", "--data", "{bad_anno}", "--fitness", "ap_small"], "its 'val' annotation file"),
     ("train", ["--weights", "{yolov5n_named}", "--data", "{nolabels}"], "--data {nolabels}: no labels"),  # loaded as is
-    ("val", ["--weights", "{weights}", "--data", "{bad_anno}"], "--data {bad_anno}: its 'val' annotation file "
+    ("val", ["--weights", "{weights}", "--data", "{bad_anno}"], ("--data {bad_anno}: its 'val' annotation file "
      "{root}/bad_anno/annotations/instances_val.json: not valid JSON (Expecting property name enclosed in double "
-     "quotes: line 1 column 2)"),
+     "quotes: line 1 column 2)")),
     ("val", ["--weights", "{weights}", "--data", "{good}", "--anno-json", "{bad_json}"],
      "--anno-json {bad_json}: not valid JSON (Expecting ',' delimiter: line 2 column 1)"),
     ("val", ["--weights", "{weights}", "--data", "{good}", "--anno-json", "{other_json}"],

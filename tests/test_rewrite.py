@@ -3,11 +3,11 @@
 
 import pytest
 import torch
-import torch.nn as nn
+from torch import nn
 
 from helpers import slicing_space_to_depth
-from spd_yolo.layers import SPDConv, SpaceToDepth
 from spd_yolo import build_model
+from spd_yolo.layers import SpaceToDepth, SPDConv
 from spd_yolo.rewrite import can_rewrite_conv, rewrite_spd, strided_equivalent
 
 

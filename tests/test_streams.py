@@ -14,6 +14,8 @@ What ultralytics' LoadStreams does with a stream (ultralytics/data/loaders.py), 
 - the video of a stream is written as PROJECT/NAME/<name of the URL>.avi (MJPG) at 30 FPS, whatever the stream's.
 """
 
+from __future__ import annotations
+
 import os
 import socket
 import threading
@@ -255,8 +257,8 @@ def test_detect_unreachable_stream_is_one_error_line(ckpt, tmp_path):
     url = f"http://127.0.0.1:{closed_port()}/live"
     proc, seconds = detect(ckpt, url, tmp_path / "runs")
     assert proc.returncode == 1
-    assert [x for x in proc.stderr.splitlines() if x.strip()] == [f"error: --source {url}: cannot connect "
-                                                                   "(Connection refused)"], proc.stderr
+    assert [x for x in proc.stderr.splitlines() if x.strip()] == [(f"error: --source {url}: cannot connect "
+                                                                   "(Connection refused)")], proc.stderr
     assert seconds < 60  # the refusal is immediate; the rest is Python starting up
     assert not (tmp_path / "runs").exists()
 
@@ -264,7 +266,7 @@ def test_detect_unreachable_stream_is_one_error_line(ckpt, tmp_path):
 @pytest.mark.slow
 def test_detect_reads_a_whole_stream(ckpt, serve, tmp_path):
     srv = serve()
-    proc, seconds = detect(ckpt, srv.url("/live"), tmp_path / "runs", "--stream-buffer")
+    proc, _seconds = detect(ckpt, srv.url("/live"), tmp_path / "runs", "--stream-buffer")
     out = ok(proc)
     assert "Traceback" not in out
     assert frame_count(out) == N_FRAMES + 1  # every frame (queued) + ultralytics' black frame at the end
@@ -278,12 +280,12 @@ def test_detect_reads_a_whole_stream(ckpt, serve, tmp_path):
 def test_detect_stream_cut_half_way_ends_cleanly(ckpt, serve, tmp_path):
     cut = N_FRAMES // 2
     srv = serve(cut=cut)
-    proc, seconds = detect(ckpt, srv.url("/live"), tmp_path / "runs", "--stream-buffer")
+    proc, _seconds = detect(ckpt, srv.url("/live"), tmp_path / "runs", "--stream-buffer")
     out = ok(proc)
     assert "Traceback" not in out
     n = frame_count(out)  # the whole frames sent, the half frame (FFmpeg decodes what came of it), the black frame
     assert cut + 1 <= n <= cut + 2
-    frames, fps, size = read_video(saved_video(tmp_path / "runs"))
+    frames, _fps, size = read_video(saved_video(tmp_path / "runs"))
     assert len(frames) == n and size == (W, H)
     assert srv.over.is_set() and srv.requests[-1] == "/live"
 
@@ -338,12 +340,12 @@ def test_detect_streams_a_url_with_video_suffix_without_downloading(ckpt, serve,
     tmp.mkdir()
     monkeypatch.setenv("TMPDIR", str(tmp))  # where check_source writes its .streams listing
     url = srv.url("/cam.mp4")
-    proc, seconds = detect(ckpt, url, tmp_path / "runs", cwd=cwd)
+    proc, _seconds = detect(ckpt, url, tmp_path / "runs", cwd=cwd)
     out = ok(proc)
     assert f"1/1: {url}... Success" in out  # LoadStreams
     assert list(cwd.iterdir()) == [] and list(tmp.glob("spd-yolo-stream-*")) == []
     n = frame_count(out)
     assert 1 <= n <= N_FRAMES + 1  # frames that arrive during an inference are dropped
-    frames, fps, size = read_video(saved_video(tmp_path / "runs"))
+    frames, _fps, size = read_video(saved_video(tmp_path / "runs"))
     assert len(frames) == n and size == (W, H)
     assert set(srv.requests) == {"/cam.mp4"}

@@ -13,7 +13,7 @@ import yaml
 from spd_yolo.data import synth
 from spd_yolo.data.synth import CLASS_NAMES, generate_demo_dataset, main
 
-SMALL = dict(n_train=6, n_val=4, imgsz=256, seed=0, video_frames=5, progress=False)
+SMALL = {"n_train": 6, "n_val": 4, "imgsz": 256, "seed": 0, "video_frames": 5, "progress": False}
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +181,7 @@ def test_no_video(tmp_path):
 
 
 def test_reuse_and_regenerate(tmp_path, capsys):
-    args = dict(n_train=2, n_val=1, video_frames=2)
+    args = {"n_train": 2, "n_val": 1, "video_frames": 2}
     data_yaml = generate_demo_dataset(tmp_path / "d", **args, progress=False)
     mtimes = {p: p.stat().st_mtime_ns for p in data_yaml.parent.rglob("*")}
     assert generate_demo_dataset(tmp_path / "d", **args) == data_yaml
