@@ -212,7 +212,8 @@ def _depth_gain(d: dict) -> float:
 def _log_summary(model: nn.Sequential, rows: list, shown: dict[int, list], depth: float) -> None:
     """The per-layer table ultralytics prints, made from the built modules (index, from, params, type): repeats
     scaled by depth, arguments as resolved for our layers and as the YAML writes them for stock ones."""
-    LOGGER.info(f"\n{'':>3}{'from':>20}{'n':>3}{'params':>10}  {'module':<45}{'arguments':<30}")
+    head = "arguments (SPD rows resolved, stock rows as the YAML writes them)"
+    LOGGER.info(f"\n{'':>3}{'from':>20}{'n':>3}{'params':>10}  {'module':<45}{head}")
     for i, (m, (_, n, _, args)) in enumerate(zip(model, rows)):
         n_ = max(round(n * depth), 1) if n > 1 else n
         LOGGER.info(f"{i:>3}{m.f!s:>20}{n_:>3}{m.np:10.0f}  {m.type:<45}{shown.get(i, args)!s:<30}")
