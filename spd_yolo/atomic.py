@@ -13,7 +13,7 @@ from typing import Iterator
 
 import torch
 
-__all__ = ("atomic_write", "atomic_torch_save", "AtomicPath", "atomic_torch_saves", "staged_folder")
+__all__ = ("atomic_write", "atomic_torch_save", "AtomicPath", "staged_folder")
 
 _UMASK = os.umask(0)  # read once at import (single-threaded): new files get the usual 0o666 & ~umask mode
 os.umask(_UMASK)
@@ -55,26 +55,6 @@ class AtomicPath(type(Path())):
     def write_text(self, data: str, encoding=None, errors=None, newline=None) -> int:
         atomic_write(self, data.encode(encoding or "utf-8", errors or "strict"))
         return len(data)
-
-
-@contextlib.contextmanager
-def atomic_torch_saves():
-    """Within this block, `torch.save(obj, path)` to a path is atomic (ultralytics' strip_optimizer saves that way)."""
-    original = torch.save
-
-    def save(obj, f, *args, **kwargs):
-        if isinstance(f, (str, os.PathLike)):
-            buffer = io.BytesIO()
-            original(obj, buffer, *args, **kwargs)
-            atomic_write(f, buffer.getvalue())
-        else:
-            original(obj, f, *args, **kwargs)
-
-    torch.save = save
-    try:
-        yield
-    finally:
-        torch.save = original
 
 
 @contextlib.contextmanager

@@ -10,6 +10,10 @@ import sys
 
 import pytest
 import torch
+from ultralytics.utils.torch_utils import strip_optimizer
+
+from spd_yolo import build_model
+from spd_yolo.engine.fault_tolerance import FaultTolerantTrainer
 
 from helpers import REPO
 
@@ -154,3 +158,43 @@ def test_weights_only_file_loads_safely_and_predicts_the_same(reference, data):
                          check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "AP_S" in out.stdout
+
+
+class _StripsThenFails:
+    """Stands in for ultralytics' trainer: final_eval strips self.last in place, then fails while writing self.best."""
+
+    def final_eval(self):
+        strip_optimizer(self.last)
+        self.best.write_bytes(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_final_eval_replaces_last_and_best_only_when_stripping_finished(tmp_path, fails):
+    """A fault inside ultralytics' final_eval leaves last.pt and best.pt as they were; once it finishes they are the
+    stripped files. No hidden copy is left either way."""
+    class Base(_StripsThenFails):
+        def final_eval(self):
+            if fails:
+                return super().final_eval()
+            strip_optimizer(self.last)
+            strip_optimizer(self.best)
+
+    trainer = object.__new__(type("Trainer", (FaultTolerantTrainer, Base), {}))
+    trainer.wdir = tmp_path
+    trainer.last, trainer.best = tmp_path / "last.pt", tmp_path / "best.pt"
+    for path in (trainer.last, trainer.best):
+        torch.save({"model": None, "ema": build_model("yolov5n-SPD", nc=1), "optimizer": {"state": 1}, "epoch": 3}, path)
+    before = {p: p.read_bytes() for p in (trainer.last, trainer.best)}
+    if fails:
+        with pytest.raises(KeyboardInterrupt):
+            trainer.final_eval()
+        assert {p: p.read_bytes() for p in before} == before
+    else:
+        trainer.final_eval()
+        for path in before:
+            assert torch.load(path, weights_only=False)["optimizer"] is None
+        assert (tmp_path / "best.weights.pt").is_file()
+    assert trainer.last == tmp_path / "last.pt" and trainer.best == tmp_path / "best.pt"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["last.pt", "best.pt"] + ([] if fails else
+                                                                                          ["best.weights.pt"]))

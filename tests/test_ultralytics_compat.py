@@ -153,21 +153,25 @@ def test_trainer_writes_checkpoints_through_path_write_bytes():
         "BaseTrainer.save_model", "ckpt['ema'] is no longer a copy of self.ema.ema (our records are its attributes)")
 
 
-def test_strip_optimizer_saves_with_torch_save_and_keeps_model_attributes(tmp_path, monkeypatch):
-    """final_eval's `strip_optimizer` must write through ``torch.save(obj, path)`` (made atomic by
-    `atomic_torch_saves`) and keep the EMA model, with our record attributes, as ckpt['model']."""
+def test_final_eval_strips_the_files_named_by_last_and_best_in_place(tmp_path):
+    """`FaultTolerantTrainer.final_eval` points ``self.last`` / ``self.best`` at copies while ultralytics' final_eval
+    strips them (renamed over the originals after): `strip_optimizer` must rewrite the file it is given, in place, and
+    keep the EMA model, with our record attributes, as ckpt['model']; final_eval must take the paths from those two
+    attributes."""
     model = nn.Sequential(nn.Linear(2, 2))
     setattr(model, FITNESS_KEY, {"name": "ap"})
-    path = tmp_path / "last.pt"
-    torch.save({"model": None, "ema": model, "optimizer": {}, "train_args": {}}, path)
-    written = []
-    monkeypatch.setattr(atomic, "atomic_write", lambda f, data: written.append(f) or path.write_bytes(data))
-    with atomic.atomic_torch_saves():
-        torch_utils.strip_optimizer(path)
-    assert written == [path], changed("torch_utils.strip_optimizer", "it no longer saves with torch.save(obj, f)")
+    path = tmp_path / ".last.stripping.pt"
+    torch.save({"model": None, "ema": model, "optimizer": {"state": 1}, "train_args": {}}, path)
+    torch_utils.strip_optimizer(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name], changed(
+        "torch_utils.strip_optimizer", "it no longer rewrites the file it is given in place")
     ckpt = torch.load(path, weights_only=False)
+    assert ckpt["optimizer"] is None, changed("torch_utils.strip_optimizer", "it no longer drops the optimizer")
     assert checkpoint_record(ckpt, FITNESS_KEY) == {"name": "ap"}, changed(
         "torch_utils.strip_optimizer", "ckpt['model'] is no longer the EMA model with its attributes")
+    src = inspect.getsource(BaseTrainer.final_eval)
+    assert "strip_optimizer(self.last)" in src and "strip_optimizer(self.best" in src, changed(
+        "BaseTrainer.final_eval", "it no longer strips the files named by self.last / self.best")
 
 
 def test_pretrain_routine_end_runs_after_metrics_and_validator_are_set():

@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 from ultralytics.nn.tasks import load_checkpoint
 from ultralytics.utils import LOGGER, RANK
 
-from spd_yolo.atomic import AtomicPath, atomic_torch_saves, atomic_write
+from spd_yolo.atomic import AtomicPath, atomic_write
 from spd_yolo.weights import save_weights_only
+
+STRIPPING = ".stripping.pt"  # suffix of the copies final_eval strips (a .pt: ultralytics validates best's copy)
 
 
 class FaultTolerantTrainer:
@@ -37,8 +40,9 @@ class FaultTolerantTrainer:
         super().resume_training(ckpt)
         if ckpt is None or not self.resume:
             return
-        for stale in self.wdir.glob(".*.tmp"):  # temp files of a write that was killed before its rename
-            stale.unlink(missing_ok=True)
+        for pattern in (".*.tmp", f".*{STRIPPING}"):  # temp files of a write that was killed before its rename
+            for stale in self.wdir.glob(pattern):
+                stale.unlink(missing_ok=True)
         if not self.csv.is_file():
             return
         lines = self.csv.read_text(encoding="utf-8").splitlines(keepends=True)
@@ -48,11 +52,24 @@ class FaultTolerantTrainer:
             atomic_write(self.csv, "".join(keep))
 
     def final_eval(self):
-        """Strip the optimizer atomically, validate best.pt, and write best.weights.pt beside it."""
-        with atomic_torch_saves():
+        """Strip the optimizer atomically, validate best.pt, and write best.weights.pt beside it.
+
+        ultralytics' final_eval rewrites last.pt and best.pt in place (`strip_optimizer`); it is given copies instead
+        (hidden, beside them), which replace the originals by a rename once it has finished. A kill or an error
+        before that leaves the originals as they were (with their optimizer)."""
+        originals = self.last, self.best
+        staged = {p: p.with_name(f".{p.stem}{STRIPPING}") for p in originals if p.exists() and RANK in {-1, 0}}
+        for p, copy in staged.items():
+            shutil.copyfile(p, copy)
+        self.last, self.best = (staged.get(p, p) for p in originals)
+        try:
             super().final_eval()
+            for p, copy in staged.items():
+                os.replace(copy, p)
+        finally:
+            self.last, self.best = originals
+            for copy in staged.values():
+                copy.unlink(missing_ok=True)
         if RANK in {-1, 0} and self.best.exists():
             model, _ = load_checkpoint(self.best)
             save_weights_only(model.half(), self.best.with_name("best.weights.pt"))  # FP16, as best.pt stores it
-
-
