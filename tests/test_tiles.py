@@ -1,0 +1,207 @@
+# SPD-YOLO, AGPL-3.0 license
+"""The tiler (python -m spd_yolo.data.convert tile): tiles where sahi slices, labels that map back through the recorded
+offsets onto the original boxes (clipped, visibility applied), untiled splits and small images copied as they are,
+repeatable output, and one error line with nothing written for each bad input."""
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from sahi.slicing import get_slice_bboxes
+
+from spd_yolo.data import convert, tiles
+
+NAMES = ["a", "b", "c"]
+
+
+def _make_dataset(root: Path, rng: np.random.Generator, sizes: dict[str, list[tuple[int, int]]]) -> Path:
+    """A YOLO dataset of PNG images (lossless, so tiles can be compared pixel for pixel) with random boxes."""
+    for split, shapes in sizes.items():
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for i, (h, w) in enumerate(shapes):
+            cv2.imwrite(str(root / "images" / split / f"im{i}.png"), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+            lines = []
+            for _ in range(int(rng.integers(0, 12))):
+                bw, bh = rng.uniform(2, 40), rng.uniform(2, 40)
+                x, y = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
+                lines.append(f"{rng.integers(0, 3)} {(x + bw / 2) / w:.6f} {(y + bh / 2) / h:.6f} {bw / w:.6f} "
+                             f"{bh / h:.6f}\n")
+            (root / "labels" / split / f"im{i}.txt").write_text("".join(lines))
+    data = {"path": str(root), "train": "images/train", "val": "images/val", "names": NAMES}
+    (root / "data.yaml").write_text(yaml.safe_dump(data))
+    return root / "data.yaml"
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    sizes = {"train": [(150, 200), (64, 96), (96, 64), (40, 50), (130, 129)], "val": [(150, 200), (70, 70)]}
+    return _make_dataset(tmp_path / "src", np.random.default_rng(0), sizes)
+
+
+def _reference(label_file: Path, width: int, height: int, tile: tuple, min_vis: float) -> list[tuple]:
+    """Independent reference: each original box (pixels, clipped to the image) clipped to the tile, kept when
+    visibility >= min_vis; in image pixels, rounded to 1e-2 px."""
+    out = []
+    tx1, ty1, tx2, ty2 = tile
+    for line in label_file.read_text().splitlines():
+        c, cx, cy, w, h = (float(v) for v in line.split())
+        x1, y1 = max(0.0, (cx - w / 2) * width), max(0.0, (cy - h / 2) * height)
+        x2, y2 = min(width, (cx + w / 2) * width), min(height, (cy + h / 2) * height)
+        ix1, iy1, ix2, iy2 = max(x1, tx1), max(y1, ty1), min(x2, tx2), min(y2, ty2)
+        inside = max(0.0, ix2 - ix1) * max(0.0, iy2 - iy1)
+        if inside > 0 and inside >= min_vis * (x2 - x1) * (y2 - y1):
+            out.append((int(c), round(ix1, 2), round(iy1, 2), round(ix2, 2), round(iy2, 2)))
+    return sorted(out)
+
+
+def _mapped_back(label_file: Path, rec: dict) -> list[tuple]:
+    """A tile's labels in source-image pixels, through the offsets tiles.json records."""
+    out = []
+    for line in label_file.read_text().splitlines():
+        c, cx, cy, w, h = (float(v) for v in line.split())
+        tw, th, x, y = rec["width"], rec["height"], rec["x"], rec["y"]
+        out.append((int(c), round((cx - w / 2) * tw + x, 2), round((cy - h / 2) * th + y, 2),
+                    round((cx + w / 2) * tw + x, 2), round((cy + h / 2) * th + y, 2)))
+    return sorted(out)
+
+
+def _close(a: list[tuple], b: list[tuple], tol: float = 0.02) -> bool:
+    return len(a) == len(b) and all(p[0] == q[0] and max(abs(u - v) for u, v in zip(p[1:], q[1:])) <= tol
+                                    for p, q in zip(a, b))
+
+
+def test_tiles_map_back_to_the_clipped_boxes(dataset, tmp_path):
+    dst = tmp_path / "tiled"
+    argv = ["tile", str(dataset), str(dst), "--size", "64", "--overlap", "0.25", "--min-visibility", "0.4",
+            "--keep-empty", "1"]
+    assert convert.main(argv) == 0
+    record = json.loads((dst / "tiles.json").read_text())
+    assert record["settings"]["size"] == [64, 64] and record["settings"]["min_visibility"] == 0.4
+    src = dataset.parent
+    by_source: dict[str, list[dict]] = {}
+    for rec in record["splits"]["train"]:
+        by_source.setdefault(rec["source"], []).append(rec)
+    assert sorted(Path(s).name for s in by_source) == [f"im{i}.png" for i in range(5)]
+    n_boxes = 0
+    for source, recs in by_source.items():
+        image = cv2.imread(source)
+        h, w = image.shape[:2]
+        label_file = src / "labels" / "train" / f"{Path(source).stem}.txt"
+        if h <= 64 and w <= 64:  # not larger than a tile: copied as it is
+            assert len(recs) == 1 and (recs[0]["x"], recs[0]["y"], recs[0]["width"], recs[0]["height"]) == (0, 0, w, h)
+            assert (dst / recs[0]["tile"]).read_bytes() == Path(source).read_bytes()
+            assert (dst / "labels" / "train" / label_file.name).read_text() == label_file.read_text()
+            continue
+        # every tile sahi cuts at inference, in its order (keep_empty=1: none dropped)
+        expected = get_slice_bboxes(h, w, slice_height=64, slice_width=64, auto_slice_resolution=False,
+                                    overlap_height_ratio=0.25, overlap_width_ratio=0.25)
+        assert [[r["x"], r["y"], r["x"] + r["width"], r["y"] + r["height"]] for r in recs] == expected
+        for rec in recs:
+            tile = (rec["x"], rec["y"], rec["x"] + rec["width"], rec["y"] + rec["height"])
+            tile_image = cv2.imread(str(dst / rec["tile"]))
+            np.testing.assert_array_equal(tile_image, image[tile[1]:tile[3], tile[0]:tile[2]])
+            tile_labels = dst / "labels" / "train" / f"{Path(rec['tile']).stem}.txt"
+            got, want = _mapped_back(tile_labels, rec), _reference(label_file, w, h, tile, 0.4)
+            assert _close(got, want), (rec, got, want)
+            n_boxes += len(want)
+    assert n_boxes > 10  # the random boxes did land in tiles
+    # val is copied whole (the originals, for val.py --slice), with its labels
+    for f in (src / "images" / "val").iterdir():
+        assert (dst / "images" / "val" / f.name).read_bytes() == f.read_bytes()
+        assert (dst / "labels" / "val" / f"{f.stem}.txt").read_text() == (src / "labels" / "val" / f"{f.stem}.txt"
+                                                                          ).read_text()
+    data = yaml.safe_load((dst / "data.yaml").read_text())
+    assert data == {"path": str(dst.resolve()), "train": "images/train", "val": "images/val",
+                    "names": dict(enumerate(NAMES))}
+    assert json.loads((dst / ".complete").read_text())["settings"] == record["settings"]
+
+
+def test_visibility_and_empty_tiles(dataset, tmp_path):
+    dst = tmp_path / "tiled"
+    assert convert.main(["tile", str(dataset), str(dst), "--size", "64", "--overlap", "0", "--min-visibility", "1",
+                         "--keep-empty", "0", "--splits", "train", "val"]) == 0
+    record = json.loads((dst / "tiles.json").read_text())
+    assert set(record["splits"]) == {"train", "val"}  # val tiled too
+    for split, recs in record["splits"].items():
+        for rec in recs:
+            label = (dst / "labels" / split / f"{Path(rec['tile']).stem}.txt").read_text()
+            if rec["width"] > 64 or rec["height"] > 64:
+                raise AssertionError(rec)
+            big = max(cv2.imread(rec["source"]).shape[:2]) > 64
+            if big:
+                assert label.strip(), f"an empty tile was kept with --keep-empty 0: {rec}"
+                for line in label.splitlines():  # min-visibility 1: only whole boxes, none cut by the tile border
+                    _, cx, cy, w, h = map(float, line.split())
+                    assert cx - w / 2 >= -1e-6 and cx + w / 2 <= 1 + 1e-6 and cy - h / 2 >= -1e-6
+    n_files = len(list((dst / "images" / "train").iterdir()))
+    assert n_files == len(record["splits"]["train"])
+
+
+def test_tiling_is_repeatable_and_guarded(dataset, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    argv = ["--size", "64", "--keep-empty", "0.5"]
+    assert convert.main(["tile", str(dataset), str(a), *argv]) == 0
+    assert convert.main(["tile", str(dataset), str(b), *argv]) == 0
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.name not in ("data.yaml",))
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file() and p.name not in ("data.yaml",))
+    for f in files:
+        if f.suffix == ".txt":
+            assert (a / f).read_bytes() == (b / f).read_bytes()
+    before = sorted(p.name for p in a.rglob("*"))
+    assert convert.main(["tile", str(dataset), str(a), *argv]) == 1  # not empty, no --overwrite
+    assert convert.main(["tile", str(dataset), str(a), *argv, "--overwrite"]) == 0
+    assert sorted(p.name for p in a.rglob("*")) == before
+
+
+def _bad_label(root: Path) -> str:
+    f = root / "labels" / "train" / "im1.txt"
+    f.write_text("0 0.5 0.5 0.1 0.1\n7 0.5 0.5 0.1 0.1\n")
+    return f"{f}: line 2: class 7 out of range"
+
+
+def _bad_box(root: Path) -> str:
+    f = root / "labels" / "train" / "im0.txt"
+    f.write_text("1 0.95 0.5 0.2 0.1\n")
+    return f"{f}: line 1: box 0.95 0.5 0.2 0.1 out of range"
+
+
+def _no_labels(root: Path) -> str:
+    for f in (root / "labels" / "val").iterdir():
+        f.unlink()
+    (root / "labels" / "val").rmdir()
+    return f"{root / 'labels' / 'val'}: labels folder not found"
+
+
+@pytest.mark.parametrize("case,argv,message", [
+    (None, ["--size", "100"], "tile size 100 100: must be one value or H W, each a positive multiple of 32"),
+    (None, ["--size", "64", "96", "32"], "--size 64 96 32: give one size or H W"),
+    (None, ["--overlap", "1"], "tile overlap 1.0: must be in [0, 1)"),
+    (None, ["--overlap", "-0.1"], "tile overlap -0.1: must be in [0, 1)"),
+    (None, ["--min-visibility", "1.5"], "min visibility 1.5: must be in [0, 1]"),
+    (None, ["--splits", "test"], "no split test to tile"),
+    (_bad_label, [], None),
+    (_bad_box, [], None),
+    (_no_labels, [], None),
+])
+def test_bad_input_one_error_line_nothing_written(dataset, tmp_path, capsys, case, argv, message):
+    if case is not None:
+        message = case(dataset.parent)
+    dst = tmp_path / "out"
+    assert convert.main(["tile", str(dataset), str(dst), "--size", "64", *argv]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert not dst.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # no temp folder left beside DST
+
+
+def test_tile_labels_geometry():
+    boxes = np.array([[0, 10, 10, 30, 30], [1, 60, 0, 80, 10], [2, 45, 45, 55, 55]], float)
+    kept = tiles.tile_labels(boxes, [0, 0, 50, 50], 0.25)
+    # box 0 whole, box 1 outside, box 2 a quarter inside (kept at 0.25)
+    np.testing.assert_allclose(kept, [[0, 10, 10, 30, 30], [2, 45, 45, 50, 50]])
+    assert len(tiles.tile_labels(boxes, [0, 0, 50, 50], 0.26)) == 1
+    np.testing.assert_allclose(tiles.tile_labels(boxes, [40, 40, 90, 90], 0.2), [[2, 5, 5, 15, 15]])
