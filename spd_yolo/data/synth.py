@@ -253,7 +253,8 @@ def render_image(imgsz: int, rng: np.random.Generator, large_frames: bool = Fals
     h, w = (2 * round(imgsz * 0.375), imgsz) if large_frames else _image_size(imgsz, rng)
     img = _background(h, w, rng)
     boxes: list[Box] = []
-    for size in (_large_frame_sizes if large_frames else _object_sizes)(h, w, rng):  # largest first: later (smaller) objects never hide earlier ones
+    sizes = (_large_frame_sizes if large_frames else _object_sizes)(h, w, rng)
+    for size in sizes:  # largest first: later (smaller) objects never hide earlier ones
         cls = int(rng.integers(len(CLASS_NAMES)))
         mask = _shape_mask(cls, size, rng)
         colour = _class_colour(cls, rng)
