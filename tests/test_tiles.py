@@ -205,3 +205,82 @@ def test_tile_labels_geometry():
     np.testing.assert_allclose(kept, [[0, 10, 10, 30, 30], [2, 45, 45, 50, 50]])
     assert len(tiles.tile_labels(boxes, [0, 0, 50, 50], 0.26)) == 1
     np.testing.assert_allclose(tiles.tile_labels(boxes, [40, 40, 90, 90], 0.2), [[2, 5, 5, 15, 15]])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# train.py --tile (slow: trains).
+
+
+@pytest.mark.slow
+def test_train_tile_selects_best_by_sliced_ap_small(tmp_path):
+    from helpers import script_ok
+
+    from spd_yolo.data.synth import generate_demo_dataset
+    from spd_yolo.tile_training import tiled_data
+
+    frames = generate_demo_dataset(tmp_path / "frames", n_train=4, n_val=2, imgsz=256, video_frames=0,
+                                   progress=False, large_frames=True)  # 256x192 frames, 4-16 px objects
+    script_ok("train", "--cfg", "yolov5n-SPD", "--data", frames, "--tile", "128", "--tile-overlap", "0.25",
+              "--epochs", "2", "--batch-size", "4", "--workers", "0", "--device", "cpu", "--fitness", "ap_small",
+              "--project", tmp_path / "runs", "--name", "tiled", "--noplots", cwd=tmp_path)
+    run = tmp_path / "runs" / "tiled"
+    cache = tmp_path / "frames-tiles" / "128x128-o0.25-v0.5-e0.1"
+    record = json.loads((cache / "tiles.json").read_text())
+    assert record["settings"]["size"] == [128, 128] and record["splits"]["train"]
+    assert all(r["width"] == 128 for r in record["splits"]["train"])  # 256x192 frames cut into 128 px tiles
+    stamp = (cache / ".complete").stat().st_mtime_ns
+    assert tiled_data(frames, tiles.TileSettings(size=128, overlap=0.25), progress=False) == str(cache / "data.yaml")
+    assert (cache / ".complete").stat().st_mtime_ns == stamp  # same settings, same files: reused, not rebuilt
+
+    import torch
+
+    args = yaml.safe_load((run / "args.yaml").read_text())
+    assert args["data"] == str(cache / "data.yaml") and args["imgsz"] == 128
+    ckpt = torch.load(run / "weights" / "best.pt", map_location="cpu", weights_only=False)
+    rows = [line.split(",") for line in (run / "results.csv").read_text().splitlines()]
+    column = [float(r[rows[0].index("metrics/coco_AP_S")]) for r in rows[1:]]
+    assert ckpt["spd_fitness"]["name"] == "ap_small" and ckpt["spd_fitness"]["column"] == "metrics/coco_AP_S"
+    assert ckpt["spd_fitness"]["best_value"] == pytest.approx(max(column), abs=1e-9)
+
+    # the final validation of best.pt was val.py --slice on the whole frames: same predictions, same COCO numbers
+    script_ok("val", "--weights", run / "weights" / "best.pt", "--data", frames, "--img", "128", "--slice",
+              "--slice-overlap", "0.25", "--iou-thres", "0.7", "--project", tmp_path / "val", "--name", "s",
+              cwd=tmp_path)
+    ours = json.loads((run / "sliced_val" / "predictions.json").read_text())
+    theirs = json.loads((tmp_path / "val" / "s" / "predictions.json").read_text())
+    assert ours and any(p["bbox"][0] + p["bbox"][2] > 128 for p in ours)  # boxes in frame pixels, beyond one slice
+    key = lambda p: (p["file_name"], p["category_id"], p["score"], p["bbox"])  # noqa: E731
+    assert sorted(ours, key=key) == sorted(theirs, key=key)
+    ours_stats = json.loads((run / "coco_metrics.json").read_text())
+    theirs_stats = json.loads((tmp_path / "val" / "s" / "coco_metrics.json").read_text())
+    assert ours_stats.pop("gt_source").endswith("frames-tiles/128x128-o0.25-v0.5-e0.1/annotations/instances_val.json")
+    assert theirs_stats.pop("gt_source").endswith("frames/annotations/instances_val.json")  # the copy, same boxes
+    assert ours_stats == theirs_stats
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--tile", "100"], "--tile 100: each size must be a positive multiple of 32"),
+    (["--tile", "64", "64", "64"], "--tile 64 64 64: give one size or H W"),
+    (["--tile", "64", "--tile-overlap", "1.2"], "--tile-overlap 1.2: must be in [0, 1)"),
+    (["--tile-overlap", "0.2"], "--tile-overlap applies only with --tile"),
+    (["--tile", "64", "--cfg", "resnet18-SPD"], "--tile: tiles are for detection"),
+])
+def test_train_tile_bad_flags(dataset, tmp_path, capsys, argv, message):
+    from spd_yolo.cli import train
+
+    base = ["--cfg", "yolov5n-SPD", "--data", str(dataset), "--project", str(tmp_path / "runs")]
+    assert train.cli(base + argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err, err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "src-tiles").exists()
+
+
+def test_train_tile_bad_dataset_names_the_file(dataset, tmp_path, capsys):
+    from spd_yolo.cli import train
+
+    message = _bad_label(dataset.parent)
+    assert train.cli(["--cfg", "yolov5n-SPD", "--data", str(dataset), "--tile", "64", "--project",
+                      str(tmp_path / "runs")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --tile: ") and message in err, err
+    assert not (tmp_path / "src-tiles" / "64x64-o0.2-v0.5-e0.1").exists()
