@@ -4,16 +4,17 @@ at native resolution (train.py --tile), each evaluated plain (the whole frame do
 slices of the training size at full resolution), for stock, SPD and the P2 variants, over several seeds.
 
 Data (default): the demo generator's large-frame mode (python -m spd_yolo.data.synth --large-frames): 4:3 frames of
---frame-width px with 4-16 px objects (about 60 per 1280x960 of area) and 0-2 large ones. With --frame-width 2x the
+--frame-width px with 4-16 px objects (about 200 per 1280x960 of area) and 0-2 large ones. With --frame-width 2x the
 training size (--imgsz) this is the 1280x960-at-640 case scaled down: "whole" sees every object at half size, "tiles"
 at full size.
 
-Per seed and variant, two trainings on the same frames with the same settings and seed:
-  whole   train.py --img IMGSZ on the whole frames; best.pt by plain COCO AP_S (--fitness ap_small)
-  tiles   train.py --tile IMGSZ --tile-overlap O on the same frames; best.pt by sliced AP_S (--fitness ap_small)
-then val.py on the whole validation frames at IMGSZ: plain, and --slice (slice = IMGSZ, overlap O).
-A tile epoch holds more images than a frame epoch (every tile of every frame; empty tiles mostly dropped), so the
-same epochs cost more for tiles: the table lists the training images per epoch and the training time.
+Per seed and variant, two trainings on the same frames with the same settings and seed, for the same compute:
+  whole   train.py --img IMGSZ on the whole frames, --epochs E; best.pt by plain COCO AP_S (--fitness ap_small)
+  tiles   train.py --tile IMGSZ --tile-overlap O on the same frames; best.pt by sliced AP_S (--fitness ap_small),
+          for E x frames / tiles epochs (rounded, >= 1): as many training images of the same size as "whole" sees
+          (a tile epoch holds every tile of every frame, empty ones mostly dropped); --tile-epochs sets it instead
+then val.py on the whole validation frames at IMGSZ: plain, and --slice (slice = IMGSZ, overlap O). The table lists
+each training's images per epoch, epochs and time.
 
 Prints AP_S, AP, AP50 (mean ± std over seeds) per variant, training and evaluation mode, then paired differences
 (same seed): tiles - whole (same variant and evaluation), each variant - stock (same training and evaluation), and
@@ -52,15 +53,18 @@ RECORD = "bench_train.json"  # in each training folder: its settings and trainin
 def parse_args(argv: list[str] | None = None):
     parser = base_parser(__doc__)
     parser.add_argument("--data", default="", help="data YAML of large frames (default: generated large-frame demo)")
-    parser.add_argument("--frame-width", type=int, default=384, help="generated frames' width (4:3)")
-    parser.add_argument("--n-train", type=int, default=40, help="generated training frames")
+    parser.add_argument("--frame-width", type=int, default=256, help="generated frames' width (4:3)")
+    parser.add_argument("--n-train", type=int, default=32, help="generated training frames")
     parser.add_argument("--n-val", type=int, default=12, help="generated validation frames")
     parser.add_argument("--pair", default="yolov5n", help=f"stock/SPD pair: {', '.join(PAIRS)}")
     parser.add_argument("--variants", nargs="+", default=None, metavar="VARIANT",
                         help=f"of {', '.join(VARIANTS)} (stock always; default: all four)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
-    parser.add_argument("--epochs", type=int, default=10, help="training epochs per model")
-    parser.add_argument("--imgsz", type=int, default=192, help="training size = tile size = slice size")
+    parser.add_argument("--epochs", type=int, default=24, help="training epochs on whole frames")
+    parser.add_argument("--tile-epochs", type=int, default=None,
+                        help="training epochs on tiles (default: the same number of training images as --epochs on "
+                        "whole frames)")
+    parser.add_argument("--imgsz", type=int, default=128, help="training size = tile size = slice size")
     parser.add_argument("--tile-overlap", type=float, default=0.2, help="tile and slice overlap")
     parser.add_argument("--batch-size", type=int, default=16, help="training batch size")
     parser.add_argument("--workers", type=int, default=2, help="dataloader workers")
@@ -75,8 +79,8 @@ def parse_args(argv: list[str] | None = None):
     check_size(parser, "--imgsz", args.imgsz)
     if args.frame_width < 32 or args.n_train < 1 or args.n_val < 1:
         parser.error("--frame-width must be >= 32, --n-train and --n-val >= 1")
-    if args.epochs < 1 or args.batch_size < 1:
-        parser.error("--epochs and --batch-size must be >= 1")
+    if args.epochs < 1 or args.batch_size < 1 or args.tile_epochs is not None and args.tile_epochs < 1:
+        parser.error("--epochs, --tile-epochs and --batch-size must be >= 1")
     if len(set(args.seeds)) != len(args.seeds):
         parser.error(f"--seeds must be distinct, got {args.seeds}")
     if not 0 <= args.tile_overlap < 1:
@@ -133,12 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     import torch
-    import yaml
 
     from spd_yolo import coco
     from spd_yolo.cli import train, val
     from spd_yolo.data.synth import generate_demo_dataset
+    from spd_yolo.data.tiles import TileSettings
     from spd_yolo.demo import DEMO_HYP
+    from spd_yolo.tile_training import tiled_data
 
     torch.set_num_threads(args.threads)
     project = args.project.resolve()
@@ -156,8 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     labels = [Path(c).stem for c in cfgs.values()]
     results = {lab: {t: {e: {m: [] for m in METRICS} for e in EVALS} for t in TRAININGS} for lab in labels}
     seconds = {lab: {t: [] for t in TRAININGS} for lab in labels}
-    images = {lab: {} for lab in labels}
     reused = 0
+    tiled = tiled_data(data, TileSettings(size=args.imgsz, overlap=args.tile_overlap), progress=True)
+    n_images = {"whole": _count_images(str(data)), "tiles": _count_images(tiled)}
+    epochs = {"whole": args.epochs,
+              "tiles": args.tile_epochs or max(1, round(args.epochs * n_images["whole"] / n_images["tiles"]))}
     for seed in args.seeds:
         for label, cfg in zip(labels, cfgs.values()):
             for t in TRAININGS:
@@ -165,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                 run = project / "train" / name
                 tile = ["--tile", str(args.imgsz), "--tile-overlap", str(args.tile_overlap)] if t == "tiles" else []
                 argv_train = [
-                    "--cfg", cfg, "--data", str(data), "--hyp", str(hyp), "--epochs", str(args.epochs), "--img",
+                    "--cfg", cfg, "--data", str(data), "--hyp", str(hyp), "--epochs", str(epochs[t]), "--img",
                     str(args.imgsz), "--batch-size", str(args.batch_size), "--workers", str(args.workers), "--device",
                     args.device, "--seed", str(seed), "--fitness", "ap_small", *tile, "--project",
                     str(project / "train"), "--name", name, "--exist-ok", "--noplots",
@@ -181,8 +189,6 @@ def main(argv: list[str] | None = None) -> int:
                     saved = {"argv": argv_train, "seconds": time.perf_counter() - t0}
                     record_file.write_text(json.dumps(saved))
                 seconds[label][t].append(saved["seconds"])
-                train_data = yaml.safe_load((run / "args.yaml").read_text())["data"]
-                images[label][t] = _count_images(train_data)
                 best = run / "weights" / "best.pt"
                 for e in EVALS:
                     folder = project / "val" / f"{name}-{e}"
@@ -199,20 +205,21 @@ def main(argv: list[str] | None = None) -> int:
                     for m in METRICS:
                         results[label][t][e][m].append(stats.values[m])
 
-    info = {lab: {t: f"{images[lab][t]} img/epoch, {statistics.fmean(seconds[lab][t]):.0f} s" for t in TRAININGS}
-            for lab in labels}
+    info = {lab: {t: f"{n_images[t]} img x {epochs[t]} ep, {statistics.fmean(seconds[lab][t]):.0f} s"
+                  for t in TRAININGS} for lab in labels}
     rows = table_rows(results, labels, info)
     table = markdown_table(["model / difference", "trained on", "eval", *(f"{m} (%)" for m in METRICS),
                             *(f"{m} verdict" for m in VERDICT_METRICS), "training"], rows)
     env = environment(args.threads)
-    text = (f"{environment_lines(env)}\ndata: {data}; seeds {args.seeds}; {args.epochs} epochs; training size = tile = "
+    text = (f"{environment_lines(env)}\ndata: {data}; seeds {args.seeds}; epochs: whole {epochs['whole']} x "
+            f"{n_images['whole']} frames, tiles {epochs['tiles']} x {n_images['tiles']} tiles; training size = tile = "
             f"slice = {args.imgsz} px, overlap {args.tile_overlap:g}; evaluation on the whole validation frames at "
             f"{args.imgsz} px, plain and sliced; best.pt by AP_S (whole: plain, tiles: sliced); mean ± std over "
             f"seeds, differences paired by seed{f'; {reused} reused (--reuse)' if reused else ''}\n\n{table}")
     print(text)
     write_results(args.out, {
         "environment": env, "args": {k: str(v) for k, v in vars(args).items()}, "results": results,
-        "train_seconds": seconds, "train_images": images, "reused": reused,
+        "train_seconds": seconds, "train_images": n_images, "epochs": epochs, "reused": reused,
     }, text)
     return 0
 

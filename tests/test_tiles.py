@@ -306,7 +306,7 @@ def _bench_tiles():
     (["--variants", "spd-lite"], "--variants spd-lite: unknown; choose from stock, spd, spd-p2, stock-p2"),
     (["--tile-overlap", "1"], "--tile-overlap must be in [0, 1)"),
     (["--seeds", "2", "2"], "--seeds must be distinct"),
-    (["--epochs", "0"], "--epochs and --batch-size must be >= 1"),
+    (["--tile-epochs", "0"], "--epochs, --tile-epochs and --batch-size must be >= 1"),
 ])
 def test_bench_tiles_rejects_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -345,5 +345,5 @@ def test_quick_tiles_benchmark(tmp_path):
         for training in ("whole", "tiles"):
             for ev in ("plain", "sliced"):
                 assert all(len(v) == 1 and -1 <= v[0] <= 1 for v in data["results"][label][training][ev].values())
-        assert data["train_images"][label]["tiles"] > data["train_images"][label]["whole"] == 4
+    assert data["train_images"]["tiles"] > data["train_images"]["whole"] == 4 and data["epochs"]["whole"] == 1
     assert (tmp_path / "runs" / "train" / "yolov5n-tiles-seed0" / "sliced_val" / "coco_metrics.json").is_file()

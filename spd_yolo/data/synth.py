@@ -22,7 +22,7 @@ Layout under ``root`` (ultralytics YOLO format plus COCO ground truth and a demo
     .complete                        generation arguments (JSON); written last, marks the set as complete
 
 Large-frame mode (``large_frames=True``, ``--large-frames``): landscape 4:3 frames ``imgsz`` wide (1280x960 for
-``--imgsz 1280``) with about 60 tiny objects (4-16 px) per 1280x960 of frame area and 0-2 large ones (96-160 px), no
+``--imgsz 1280``) with about 200 tiny objects (4-16 px; 150-250) per 1280x960 of frame area and 0-2 large ones (96-160 px), no
 low-resolution degradation: the case for tiling the training data and slicing at inference (benchmarks/bench_tiles.py).
 
 Every image has its own random generator seeded by ``(seed, split, index)``, so the same arguments always give
@@ -189,7 +189,7 @@ def _object_sizes(h: int, w: int, rng: np.random.Generator) -> list[float]:
 def _large_frame_sizes(h: int, w: int, rng: np.random.Generator) -> list[float]:
     """Extents (px) of the objects of one large frame, largest first: tiny ones (4-16 px), 0-2 large ones."""
     scale = h * w / (1280 * 960)
-    tiny = np.exp(rng.uniform(np.log(4), np.log(16), max(1, round(rng.integers(40, 81) * scale))))
+    tiny = np.exp(rng.uniform(np.log(4), np.log(16), max(1, round(rng.integers(150, 251) * scale))))
     large = rng.uniform(96, 160, int(rng.integers(0, 3)))
     cap = 0.7 * min(h, w)
     return sorted((float(s) for s in np.concatenate([large, tiny]) if s <= cap), reverse=True)
