@@ -347,3 +347,19 @@ def test_quick_tiles_benchmark(tmp_path):
                 assert all(len(v) == 1 and -1 <= v[0] <= 1 for v in data["results"][label][training][ev].values())
     assert data["train_images"]["tiles"] > data["train_images"]["whole"] == 4 and data["epochs"]["whole"] == 1
     assert (tmp_path / "runs" / "train" / "yolov5n-tiles-seed0" / "sliced_val" / "coco_metrics.json").is_file()
+
+
+def test_large_frame_demo_data(tmp_path):
+    from spd_yolo.data.synth import MARKER, generate_demo_dataset
+
+    data = generate_demo_dataset(tmp_path / "frames", n_train=3, n_val=1, imgsz=640, video_frames=0, progress=False,
+                                 large_frames=True)
+    coco = json.loads((data.parent / "annotations" / "instances_train.json").read_text())
+    assert {(im["width"], im["height"]) for im in coco["images"]} == {(640, 480)}
+    sides = [max(a["bbox"][2:]) for a in coco["annotations"]]
+    tiny = [s for s in sides if s <= 17]  # drawn 4-16 px shapes (tight boxes of rotated ones: up to ~17)
+    assert len(tiny) / len(sides) > 0.9 and len(tiny) >= 3 * 35  # ~200 per 1280x960: 37-62 per 640x480 frame
+    assert all(s <= 17 or s >= 90 for s in sides)  # no medium objects: tiny ones and a few large ones
+    assert json.loads((data.parent / MARKER).read_text())["large_frames"] is True
+    plain = generate_demo_dataset(tmp_path / "plain", n_train=1, n_val=1, imgsz=64, video_frames=0, progress=False)
+    assert "large_frames" not in json.loads((plain.parent / MARKER).read_text())  # default sets' markers unchanged
