@@ -165,8 +165,8 @@ def _bad_label(root: Path) -> str:
 
 def _bad_box(root: Path) -> str:
     f = root / "labels" / "train" / "im0.txt"
-    f.write_text("1 0.95 0.5 0.2 0.1\n")
-    return f"{f}: line 1: box 0.95 0.5 0.2 0.1 out of range"
+    f.write_text("1 0.95 0.5 0.2 0.1\n2 1.5 0.5 0.2 0.1\n")  # the first reaches past the image: clipped
+    return f"{f}: line 2: box 1.5 0.5 0.2 0.1 out of range"
 
 
 def _no_labels(root: Path) -> str:

@@ -195,7 +195,8 @@ def read_labels(path: Path, nc: int | None) -> np.ndarray:
 
     Raises:
         ConversionError: "<file>: line <n>: ..." for a row that is not 5 numbers, a class outside 0..nc-1, a
-            coordinate outside [0, 1] or a box without width or height.
+            value outside [0, 1] or a box without width or height (as ultralytics checks labels; a box reaching past
+            the image is clipped to it).
     """
     if not path.is_file():
         return np.zeros((0, 5))
@@ -219,11 +220,9 @@ def read_labels(path: Path, nc: int | None) -> np.ndarray:
         if not all(np.isfinite(row)) or not c.is_integer() or c < 0 or nc is not None and c >= nc:
             raise ConversionError(f"{path}: line {n}: class {values[0]} out of range (expected an integer in "
                                   f"0..{'nc-1' if nc is None else nc - 1})")
-        eps = 1e-6
-        if not (w > 0 and h > 0 and cx - w / 2 >= -eps and cy - h / 2 >= -eps and cx + w / 2 <= 1 + eps
-                and cy + h / 2 <= 1 + eps):
-            raise ConversionError(f"{path}: line {n}: box {' '.join(values[1:])} out of range (cx cy w h normalised: "
-                                  f"w, h > 0 and the box inside [0, 1])")
+        if not (w > 0 and h > 0 and all(0 <= v <= 1 for v in row[1:])):  # ultralytics' rule; edges are clipped
+            raise ConversionError(f"{path}: line {n}: box {' '.join(values[1:])} out of range (cx cy w h normalised "
+                                  f"to [0, 1], w and h > 0)")
         rows.append(row)
     return np.array(rows, np.float64).reshape(-1, 5)
 
