@@ -363,3 +363,14 @@ def test_large_frame_demo_data(tmp_path):
     assert json.loads((data.parent / MARKER).read_text())["large_frames"] is True
     plain = generate_demo_dataset(tmp_path / "plain", n_train=1, n_val=1, imgsz=64, video_frames=0, progress=False)
     assert "large_frames" not in json.loads((plain.parent / MARKER).read_text())  # default sets' markers unchanged
+
+
+def test_resumed_tile_run_finds_its_slices(dataset, tmp_path):
+    """--resume of a --tile run validates sliced again: the slices come from the tiled set's tiles.json."""
+    from spd_yolo.slicing import SliceSettings
+    from spd_yolo.tile_training import tile_slices
+
+    dst = tmp_path / "tiled"
+    assert convert.main(["tile", str(dataset), str(dst), "--size", "64", "96", "--overlap", "0.3"]) == 0
+    assert tile_slices(dst / "data.yaml") == SliceSettings(size=(64, 96), overlap=0.3)
+    assert tile_slices(dataset) is None  # a plain dataset: plain validation
