@@ -176,6 +176,12 @@ def _no_labels(root: Path) -> str:
     return f"{root / 'labels' / 'val'}: labels folder not found"
 
 
+def _name_clash(root: Path) -> str:
+    small = root / "images" / "train" / "im0_0_0.png"  # the name of im0.png's first tile
+    cv2.imwrite(str(small), np.zeros((40, 50, 3), np.uint8))
+    return f"{small}: im0_0_0.png is already the name of a tile of another image"
+
+
 @pytest.mark.parametrize("case,argv,message", [
     (None, ["--size", "100"], "tile size 100 100: must be one value or H W, each a positive multiple of 32"),
     (None, ["--size", "64", "96", "32"], "--size 64 96 32: give one size or H W"),
@@ -186,6 +192,7 @@ def _no_labels(root: Path) -> str:
     (_bad_label, [], None),
     (_bad_box, [], None),
     (_no_labels, [], None),
+    (_name_clash, [], None),
 ])
 def test_bad_input_one_error_line_nothing_written(dataset, tmp_path, capsys, case, argv, message):
     if case is not None:

@@ -295,6 +295,9 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def _copy_whole(image: Path, image_out: Path, label_out: Path) -> None:
     """An image as it is (hard link or copy) and its label file (checked by the caller; none: an empty one)."""
+    if image_out.exists():
+        raise ConversionError(f"{image}: {image_out.name} is already the name of a tile of another image; rename one "
+                              f"of them")
     _link_or_copy(image, image_out)
     label_out.parent.mkdir(parents=True, exist_ok=True)
     if _label_file(image).is_file():
@@ -358,6 +361,9 @@ def _tile_split(split: str, folders: list[Path], out: Path, settings: TileSettin
                 counts["empty_dropped"] += 1
                 continue
             name = rel.with_name(f"{rel.stem}_{x1}_{y1}{rel.suffix}")
+            if (images_out / name).exists():
+                raise ConversionError(f"{image}: its tile {name} has the name of another image's file in {split}; "
+                                      f"rename one of them")
             _write_image(images_out / name, im[y1:y2, x1:x2])
             (labels_out / name.with_suffix(".txt")).write_text(_label_text(kept, x2 - x1, y2 - y1))
             records.append({"tile": str((images_out / name).relative_to(out)), "source": str(image), "x": x1, "y": y1,
