@@ -192,7 +192,7 @@ def _name_clash(root: Path) -> str:
     (_bad_label, [], None),
     (_bad_box, [], None),
     (_no_labels, [], None),
-    (_name_clash, [], None),
+    (_name_clash, ["--keep-empty", "1"], None),
 ])
 def test_bad_input_one_error_line_nothing_written(dataset, tmp_path, capsys, case, argv, message):
     if case is not None:
