@@ -22,7 +22,7 @@ Layout under ``root`` (ultralytics YOLO format plus COCO ground truth and a demo
     .complete                        generation arguments (JSON); written last, marks the set as complete
 
 Large-frame mode (``large_frames=True``, ``--large-frames``): landscape 4:3 frames ``imgsz`` wide (1280x960 for
-``--imgsz 1280``) with about 200 tiny objects (4-16 px; 150-250) per 1280x960 of frame area and 0-2 large ones (96-160 px), no
+``--imgsz 1280``) with 150-250 tiny objects (4-16 px) per 1280x960 of frame area and 0-2 large ones (96-160 px), no
 low-resolution degradation: the case for tiling the training data and slicing at inference (benchmarks/bench_tiles.py).
 
 Every image has its own random generator seeded by ``(seed, split, index)``, so the same arguments always give
