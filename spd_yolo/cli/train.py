@@ -9,6 +9,7 @@ Examples:
     python train.py --cfg yolov5s-SPD --data my.yaml --device 0,1             # multi-GPU (DDP)
     python train.py --cfg resnet18-SPD --data datasets/cifar10 --img 32      # classification (image folders)
     python train.py --cfg yolov5s-SPD --data my.yaml --fitness ap_small      # best.pt = best COCO AP_S epoch
+    python train.py --cfg yolov5s-SPD-p2 --data frames.yaml --tile 640 --fitness ap_small  # tiles, sliced AP_S
 
 The task follows from the model (a ResNet YAML or classification checkpoint trains a classifier); --task says it
 explicitly. Detection data is an ultralytics data YAML; classification data is a folder with train/<class>/ and
@@ -20,6 +21,13 @@ metrics/coco_AP, metrics/coco_AP_S, metrics/coco_AP_M, metrics/coco_AP_L (pycoco
 ultralytics' mAP columns; -1 where undefined, i.e. the validation set has no object of that size, or for an epoch that
 was not validated) and time/coco_eval_s (seconds the epoch spent on them); the ground truth is the dataset's official
 annotations/instances_<split>.json if it ships one, else the YOLO labels at original image sizes, as in val.py.
+
+--tile SIZE trains on tiles of the training frames cut at native resolution where sliced inference cuts them
+(`spd_yolo.data.tiles`; made once in <dataset root>-tiles/ beside the dataset and reused while the settings and files
+match), at --img SIZE unless given. The validation frames stay whole: the COCO metrics (--coco-metrics, --fitness ap /
+ap_small) come from sliced inference on them with slices of the tile size and overlap (the code of val.py --slice),
+so best.pt is the best epoch by AP_S as `val.py --slice` measures it; the stock mAP columns stay those of the plain
+pass on the whole frames at --img.
 """
 
 from __future__ import annotations
@@ -57,6 +65,7 @@ from spd_yolo.cli.common import (
     script_name,
     split_annotation_file,
 )
+from spd_yolo.data.tiles import TileSettings
 from spd_yolo.engine import (
     FITNESS,
     FITNESS_KEY,
@@ -65,9 +74,11 @@ from spd_yolo.engine import (
     checkpoint_record,
     label_smoothing,
 )
-from spd_yolo.errors import FitnessError
+from spd_yolo.errors import ConversionError, FitnessError
 from spd_yolo.model import YOLO
 from spd_yolo.models.configs import resolve_model_yaml
+from spd_yolo.slicing import SliceSettings
+from spd_yolo.tile_training import SlicedTrainer, tile_slices, tiled_data
 from spd_yolo.upgrade import DEFAULT_FINETUNE, FINETUNE_RULES
 
 # YOLOv5 hyperparameters that the anchor-free ultralytics head has no use for: accepted in --hyp files, ignored.
@@ -147,7 +158,35 @@ def build_parser() -> argparse.ArgumentParser:
         "upgrade's zero-started weights at zero for the first half of the epochs (the model trains as the stock one "
         "would), then train them. Recorded in the checkpoints",
     )
+    p.add_argument(
+        "--tile", type=int, nargs="+", default=None, metavar="PIXELS",
+        help="detection: train on tiles of this size (one value or H W, multiples of 32) cut from the training frames "
+        "at native resolution (cached beside the dataset); --img defaults to it, and the COCO metrics (--coco-metrics, "
+        "--fitness) are measured by sliced inference on the whole validation frames with slices of the tile size",
+    )
+    p.add_argument(
+        "--tile-overlap", type=float, default=None, metavar="RATIO",
+        help="with --tile: fraction of a tile shared with each neighbour, in [0, 1), for the tiles and the validation "
+        "slices (default: 0.2)",
+    )
     return p
+
+
+def tile_settings(args) -> TileSettings | None:
+    """The TileSettings of --tile / --tile-overlap (None without --tile); a bad value is a CLIError naming the flag."""
+    if args.tile is None:
+        if args.tile_overlap is not None:
+            raise CLIError("--tile-overlap applies only with --tile")
+        return None
+    text = " ".join(map(str, args.tile))
+    if len(args.tile) > 2:
+        raise CLIError(f"--tile {text}: give one size or H W")
+    if min(args.tile) < 32 or any(v % 32 for v in args.tile):
+        raise CLIError(f"--tile {text}: each size must be a positive multiple of 32")
+    overlap = 0.2 if args.tile_overlap is None else args.tile_overlap
+    if not 0 <= overlap < 1:
+        raise CLIError(f"--tile-overlap {overlap}: must be in [0, 1) (a fraction of the tile size)")
+    return TileSettings(size=(args.tile[0], args.tile[-1]), overlap=overlap)
 
 
 def load_hyp(path: str) -> dict:
@@ -278,7 +317,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         if saved["coco_metrics"]:
             check_val_annotations(args.data or run_data, model.names)
-        trainer = SPDDetectionTrainer.configured(saved["name"], saved["coco_metrics"])
+        slices = tile_slices(args.data or run_data)  # a --tile run: validated sliced, as it started
+        trainer = (SlicedTrainer if slices else SPDDetectionTrainer).configured(saved["name"], saved["coco_metrics"])
+        if slices is not None:
+            trainer = trainer.sliced(slices)
         return _train(model, resume=True, trainer=trainer, callbacks=[("on_pretrain_routine_end", _check_fitness)],
                       **honoured)
 
@@ -304,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
         raise CLIError(f"--task {args.task}: the model {args.cfg or weights} is a '{task}' model")
     if task not in ("detect", "classify"):
         raise CLIError(f"the model {args.cfg or weights} is a '{task}' model; train.py trains detect and classify")
+    tiling = tile_settings(args)
+    if task != "detect" and tiling is not None:
+        raise CLIError(f"--tile: tiles are for detection; the model {args.cfg or weights} is a '{task}' model")
     if task != "detect" and (args.fitness not in (None, "default") or args.coco_metrics):
         flag = "--coco-metrics" if args.fitness in (None, "default") else f"--fitness {args.fitness}"
         raise CLIError(f"{flag}: COCO metrics are for detection; the model {args.cfg or weights} is a '{task}' model")
@@ -316,7 +361,9 @@ def main(argv: list[str] | None = None) -> int:
         data = check_data_yaml(args.data, ("train", "val"))
         if args.coco_metrics or FITNESS[args.fitness or "default"]:
             check_val_annotations(data, data_names(data))
-        args.imgsz = 640 if args.imgsz is None else args.imgsz
+        if tiling is not None:
+            data = _tiled(data, tiling, args)
+        args.imgsz = (max(tiling.size) if tiling else 640) if args.imgsz is None else args.imgsz
     overrides = load_hyp(args.hyp) if args.hyp else {}
     model = model or YOLO(resolve_model_yaml(args.cfg))
     if args.label_smoothing:
@@ -348,8 +395,24 @@ def main(argv: list[str] | None = None) -> int:
         overrides["pretrained"] = weights  # ultralytics transfers name+shape matches and logs "Transferred N/M items"
     if task == "classify":
         return _train(model, trainer=SPDClassificationTrainer, **overrides)
-    trainer = SPDDetectionTrainer.configured(args.fitness or "default", args.coco_metrics, args.upgrade_rule)
+    base = SPDDetectionTrainer if tiling is None else SlicedTrainer
+    trainer = base.configured(args.fitness or "default", args.coco_metrics, args.upgrade_rule)
+    if tiling is not None:
+        trainer = trainer.sliced(SliceSettings(size=tiling.size, overlap=tiling.overlap))
     return _train(model, trainer=trainer, callbacks=[("on_pretrain_routine_end", _check_fitness)], **overrides)
+
+
+def _tiled(data: str, tiling: TileSettings, args) -> str:
+    """--tile: the data YAML of the tiled training set (made or reused); a bad dataset is a CLIError."""
+    try:
+        tiled = tiled_data(data, tiling)
+    except ConversionError as e:
+        raise CLIError(f"--tile: {e}") from None
+    if not (args.coco_metrics or FITNESS[args.fitness or "default"]):
+        LOGGER.warning("--tile without --coco-metrics or --fitness: best.pt is chosen by the plain mAP of whole "
+                       "validation frames at --img; --fitness ap_small chooses it by sliced AP_S (as val.py --slice "
+                       "measures it)")
+    return tiled
 
 
 def _check_fitness(trainer) -> None:

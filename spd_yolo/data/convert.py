@@ -1,6 +1,6 @@
 # SPD-YOLO, AGPL-3.0 license
-"""Convert Tiny ImageNet and CIFAR-10 from their own layouts into image folders (train/<class>/, val/<class>/), and
-VisDrone2019-DET into a YOLO detection dataset.
+"""Convert Tiny ImageNet and CIFAR-10 from their own layouts into image folders (train/<class>/, val/<class>/),
+VisDrone2019-DET into a YOLO detection dataset, and tile a YOLO detection dataset of large frames for training.
 
 Nothing is downloaded: point the converter at the extracted dataset.
 
@@ -15,6 +15,10 @@ Nothing is downloaded: point the converter at the extracted dataset.
 - VisDrone2019-DET (the folder holding ``VisDrone2019-DET-train``, ``-val`` and optionally ``-test-dev``, or one of
   them with ``--split``): ``DST/images/{train,val,test}/``, ``DST/labels/{train,val,test}/`` and ``DST/data.yaml``
   with the 10 standard classes; see `spd_yolo.data.visdrone` for the rules.
+- tile (a YOLO detection dataset: its data.yaml, or a folder with images/<split>/ and labels/<split>/): the training
+  split cut into tiles at native resolution where ``--slice`` cuts at inference (sahi's slice geometry), the other
+  splits copied whole; ``DST/data.yaml`` and ``DST/tiles.json`` (each tile's source image and offset). Options:
+  --size, --overlap, --min-visibility, --keep-empty, --splits; see `spd_yolo.data.tiles` for the rules.
 
 The output is written to a temporary folder beside DST and renamed when complete, so an interrupted conversion
 leaves no half dataset. An existing non-empty DST is an error unless ``overwrite`` is set.
@@ -24,6 +28,7 @@ Usage:
     python -m spd_yolo.data.convert cifar10 datasets/cifar-10-batches-py datasets/cifar10
     python -m spd_yolo.data.convert visdrone datasets/VisDrone datasets/visdrone
     python -m spd_yolo.data.convert visdrone datasets/VisDrone/VisDrone2019-DET-val datasets/visdrone-val
+    python -m spd_yolo.data.convert tile datasets/visdrone/data.yaml datasets/visdrone-tiles640 --size 640
     python train.py --cfg resnet18-SPD --data datasets/tiny-imagenet --img 64
     python train.py --cfg yolov8n-SPD --data datasets/visdrone/data.yaml --img 640 --epochs 100 --batch-size 16 \\
         --device 0
@@ -42,10 +47,10 @@ from typing import Iterator
 import numpy as np
 
 from spd_yolo.atomic import staged_folder
-from spd_yolo.data import visdrone
+from spd_yolo.data import tiles, visdrone
 from spd_yolo.errors import ConversionError
 
-__all__ = ("ConversionError", "tiny_imagenet_to_folders", "cifar10_to_folders", "visdrone_to_yolo", "main")
+__all__ = ("ConversionError", "tiny_imagenet_to_folders", "cifar10_to_folders", "visdrone_to_yolo", "tile_yolo", "main")
 
 CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST = "test_batch"
@@ -283,6 +288,20 @@ def visdrone_to_yolo(src: str | Path, dst: str | Path, overwrite: bool = False, 
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Tiles.
+
+
+def tile_yolo(src: str | Path, dst: str | Path, settings: tiles.TileSettings | None = None, overwrite: bool = False,
+              progress: bool = True) -> dict:
+    """Tile the YOLO detection dataset SRC into DST (rules in `spd_yolo.data.tiles`); returns the counts
+    `tiles.summary` prints."""
+    settings = settings or tiles.TileSettings()
+    source = tiles.check_source(src, dst, settings)
+    with _staged_output(Path(dst), overwrite) as out:
+        return tiles.write_tiles(source, out, Path(dst), settings, progress)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Command line.
 
 
@@ -292,11 +311,13 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("dataset", choices=("tiny-imagenet", "cifar10", "visdrone"), help="which source layout SRC has")
+    parser.add_argument("dataset", choices=("tiny-imagenet", "cifar10", "visdrone", "tile"),
+                        help="which source layout SRC has (tile: a YOLO detection dataset to tile)")
     parser.add_argument(
         "src", type=Path,
         help="tiny-imagenet-200/, cifar-10-batches-py/ (extracted), or the VisDrone folder holding "
-        "VisDrone2019-DET-train, -val (and -test-dev), or one of them",
+        "VisDrone2019-DET-train, -val (and -test-dev), or one of them; tile: a data YAML or a folder with "
+        "images/<split>/ and labels/<split>/",
     )
     parser.add_argument(
         "dst", type=Path,
@@ -307,8 +328,38 @@ def main(argv: list[str] | None = None) -> int:
         "--split", choices=("train", "val", "test"), default=None,
         help="visdrone, SRC one split folder: its split (default: from the folder name, e.g. VisDrone2019-DET-val)",
     )
+    d = tiles.TileSettings()
+    g = parser.add_argument_group("tile")
+    g.add_argument("--size", type=int, nargs="+", default=None, metavar="PIXELS",
+                   help=f"tile size: one value (square) or H W, multiples of 32 (default: {d.size[0]})")
+    g.add_argument("--overlap", type=float, default=None,
+                   help=f"fraction of a tile shared with each neighbour, in [0, 1) (default: {d.overlap})")
+    g.add_argument("--min-visibility", type=float, default=None,
+                   help=f"keep a box in a tile when at least this fraction of its area is inside it (default: "
+                   f"{d.min_visibility})")
+    g.add_argument("--keep-empty", type=float, default=None,
+                   help=f"fraction of the tiles without a box to keep (default: {d.keep_empty})")
+    g.add_argument("--splits", nargs="+", default=None, metavar="SPLIT",
+                   help="splits to tile; the others are copied whole (default: train, so val.py --slice measures on "
+                   "the original frames)")
     args = parser.parse_args(argv)
+    tile_flags = {"--size": args.size, "--overlap": args.overlap, "--min-visibility": args.min_visibility,
+                  "--keep-empty": args.keep_empty, "--splits": args.splits}
     try:
+        if args.dataset != "tile" and any(v is not None for v in tile_flags.values()):
+            flag = next(f for f, v in tile_flags.items() if v is not None)
+            raise ConversionError(f"{flag} is for tile only, not {args.dataset}")
+        if args.dataset == "tile":
+            if args.split is not None:
+                raise ConversionError("--split is for visdrone; tile takes --splits (the splits to tile)")
+            if args.size is not None and len(args.size) > 2:
+                raise ConversionError(f"--size {' '.join(map(str, args.size))}: give one size or H W")
+            given = {"size": args.size, "overlap": args.overlap, "min_visibility": args.min_visibility,
+                     "keep_empty": args.keep_empty, "splits": args.splits}
+            settings = tiles.TileSettings(**{k: v for k, v in given.items() if v is not None})
+            counts = tile_yolo(args.src, args.dst, settings, overwrite=args.overwrite)
+            print(tiles.summary(counts, args.dst, settings))
+            return 0
         if args.dataset == "visdrone":
             counts = visdrone_to_yolo(args.src, args.dst, overwrite=args.overwrite, split=args.split)
         elif args.split is not None:

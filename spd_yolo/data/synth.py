@@ -21,6 +21,10 @@ Layout under ``root`` (ultralytics YOLO format plus COCO ground truth and a demo
     video/demo.avi                   MJPG, 10 fps, objects moving over a textured background
     .complete                        generation arguments (JSON); written last, marks the set as complete
 
+Large-frame mode (``large_frames=True``, ``--large-frames``): landscape 4:3 frames ``imgsz`` wide (1280x960 for
+``--imgsz 1280``) with 150-250 tiny objects (4-16 px) per 1280x960 of frame area and 0-2 large ones (96-160 px), no
+low-resolution degradation: the case for tiling the training data and slicing at inference (benchmarks/bench_tiles.py).
+
 Every image has its own random generator seeded by ``(seed, split, index)``, so the same arguments always give
 byte-identical files, and image ``i`` of a split does not depend on the size of the other split.
 
@@ -86,9 +90,11 @@ def _check_int(name: str, value: object, minimum: int) -> int:
     return int(value)
 
 
-def _generation_args(n_train: int, n_val: int, imgsz: int, seed: int, video_frames: int) -> dict:
-    """Validated generation arguments, as stored in the marker file."""
-    return {
+def _generation_args(n_train: int, n_val: int, imgsz: int, seed: int, video_frames: int,
+                     large_frames: bool = False) -> dict:
+    """Validated generation arguments, as stored in the marker file (``large_frames`` only when set, so the markers
+    of the default sets stay as they were)."""
+    args = {
         "generator": GENERATOR_VERSION,
         "n_train": _check_int("n_train", n_train, 1),
         "n_val": _check_int("n_val", n_val, 1),
@@ -96,6 +102,9 @@ def _generation_args(n_train: int, n_val: int, imgsz: int, seed: int, video_fram
         "seed": _check_int("seed", seed, 0),
         "video_frames": _check_int("video_frames", video_frames, 0),
     }
+    if large_frames:
+        args["large_frames"] = True
+    return args
 
 
 # ------------------------------------------------------------------------------------------------------ drawing
@@ -177,6 +186,15 @@ def _object_sizes(h: int, w: int, rng: np.random.Generator) -> list[float]:
     return sorted((float(s) for s in np.concatenate([large, medium, small]) if s <= cap), reverse=True)
 
 
+def _large_frame_sizes(h: int, w: int, rng: np.random.Generator) -> list[float]:
+    """Extents (px) of the objects of one large frame, largest first: tiny ones (4-16 px), 0-2 large ones."""
+    scale = h * w / (1280 * 960)
+    tiny = np.exp(rng.uniform(np.log(4), np.log(16), max(1, round(rng.integers(150, 251) * scale))))
+    large = rng.uniform(96, 160, int(rng.integers(0, 3)))
+    cap = 0.7 * min(h, w)
+    return sorted((float(s) for s in np.concatenate([large, tiny]) if s <= cap), reverse=True)
+
+
 def _iou(a: Box, b: Box) -> float:
     """Intersection over union of two boxes."""
     iw = max(0, min(a.x + a.w, b.x + b.w) - max(a.x, b.x))
@@ -229,12 +247,14 @@ def _pick_height_width(imgsz: int, rng: np.random.Generator) -> tuple[int, int]:
     return (short, long) if rng.random() < 0.5 else (long, short)
 
 
-def render_image(imgsz: int, rng: np.random.Generator) -> tuple[np.ndarray, list[Box]]:
-    """Render one BGR image and its tight object boxes."""
-    h, w = _pick_height_width(imgsz, rng)
+def render_image(imgsz: int, rng: np.random.Generator, large_frames: bool = False) -> tuple[np.ndarray, list[Box]]:
+    """Render one BGR image and its tight object boxes (``large_frames``: a 4:3 frame ``imgsz`` wide with tiny
+    objects, see the module docstring)."""
+    h, w = (2 * round(imgsz * 0.375), imgsz) if large_frames else _pick_height_width(imgsz, rng)
     img = _background(h, w, rng)
     boxes: list[Box] = []
-    for size in _object_sizes(h, w, rng):  # largest first: later (smaller) objects never hide earlier ones
+    sizes = (_large_frame_sizes if large_frames else _object_sizes)(h, w, rng)
+    for size in sizes:  # largest first: later (smaller) objects never hide earlier ones
         cls = int(rng.integers(len(CLASS_NAMES)))
         mask = _shape_mask(cls, size, rng)
         colour = _class_colour(cls, rng)
@@ -242,7 +262,7 @@ def render_image(imgsz: int, rng: np.random.Generator) -> tuple[np.ndarray, list
         if box is not None:
             _paint(img, mask, box.x, box.y, colour)
             boxes.append(box)
-    if rng.random() < LOWRES_FRACTION:
+    if not large_frames and rng.random() < LOWRES_FRACTION:
         img = _degrade(img, rng)
     return _add_noise(img, rng), boxes
 
@@ -271,7 +291,8 @@ def _write_split(root: Path, split: str, n: int, args: dict, tick: Callable[[], 
     (root / "labels" / split).mkdir(parents=True)
     images, annotations = [], []
     for i in range(n):
-        img, boxes = render_image(args["imgsz"], np.random.default_rng([args["seed"], SPLITS[split], i]))
+        rng = np.random.default_rng([args["seed"], SPLITS[split], i])
+        img, boxes = render_image(args["imgsz"], rng, args.get("large_frames", False))
         h, w = img.shape[:2]
         name = f"{i:06d}"
         cv2.imwrite(str(root / "images" / split / f"{name}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
@@ -327,7 +348,8 @@ def _data_yaml(root: Path, args: dict) -> str:
     """Text of data.yaml (ultralytics dataset config) for the dataset at ``root``."""
     header = (
         "# SPD-YOLO synthetic small-object demo dataset, written by spd_yolo.data.synth\n"
-        f"# n_train={args['n_train']} n_val={args['n_val']} imgsz={args['imgsz']} seed={args['seed']}\n"
+        f"# n_train={args['n_train']} n_val={args['n_val']} imgsz={args['imgsz']} seed={args['seed']}"
+        f"{' large_frames' if args.get('large_frames') else ''}\n"
     )
     cfg = {"path": str(root), "train": "images/train", "val": "images/val", "names": dict(enumerate(CLASS_NAMES))}
     return header + yaml.safe_dump(cfg, sort_keys=False)
@@ -381,6 +403,7 @@ def generate_demo_dataset(
     seed: int = 0,
     video_frames: int = 60,
     progress: bool = True,
+    large_frames: bool = False,
 ) -> Path:
     """Generate the synthetic small-object dataset under ``root`` (or reuse it) and return its data.yaml path.
 
@@ -392,11 +415,12 @@ def generate_demo_dataset(
         seed: non-negative random seed; the same arguments always give byte-identical files.
         video_frames: frames of video/demo.avi (10 fps); 0 writes no video.
         progress: show a progress bar and status messages.
+        large_frames: 4:3 frames ``imgsz`` wide with 4-16 px objects and a few large ones (module docstring).
 
     Raises:
         ValueError: a bad argument, or ``root`` exists and is not a dataset made by this generator.
     """
-    args = _generation_args(n_train, n_val, imgsz, seed, video_frames)
+    args = _generation_args(n_train, n_val, imgsz, seed, video_frames, large_frames)
     root = Path(root).expanduser().resolve()
     data_yaml = root / "data.yaml"
     if data_yaml.is_file() and _read_marker(root) == args:
@@ -446,11 +470,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--imgsz", type=int, default=256, help="side of the square images in pixels (>= 32)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (>= 0); same arguments, same bytes")
     parser.add_argument("--video-frames", type=int, default=60, help="frames of the 10 fps demo video (0: no video)")
+    parser.add_argument("--large-frames", action="store_true",
+                        help="4:3 frames --imgsz wide (1280x960 for 1280) with 4-16 px objects and a few large ones")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or status messages")
     opt = parser.parse_args(argv)
     try:
         data_yaml = generate_demo_dataset(
-            opt.root, opt.n_train, opt.n_val, opt.imgsz, opt.seed, opt.video_frames, progress=not opt.no_progress
+            opt.root, opt.n_train, opt.n_val, opt.imgsz, opt.seed, opt.video_frames, progress=not opt.no_progress,
+            large_frames=opt.large_frames,
         )
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
