@@ -37,10 +37,23 @@ import time
 from pathlib import Path
 
 from bench_small_objects import (
-    PAIRS, VERDICT_METRICS, available_variants, eval_record, finished_eval, verdict, variant_cfg,
+    PAIRS,
+    VERDICT_METRICS,
+    available_variants,
+    eval_record,
+    finished_eval,
+    variant_cfg,
+    verdict,
 )
 from common import (
-    base_parser, check_common, check_size, environment, environment_lines, markdown_table, spread, write_results,
+    base_parser,
+    check_common,
+    check_size,
+    environment,
+    environment_lines,
+    markdown_table,
+    spread,
+    write_results,
 )
 
 METRICS = ("AP_S", "AP", "AP50")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -27,12 +27,12 @@ __all__ = (
     "CONFIG_DIR",
     "available_models",
     "baseline_models",
+    "build_errors",
+    "build_model",
+    "load_model_yaml",
+    "probe_forward",
     "resolve_model_cfg",
     "resolve_model_yaml",
-    "load_model_yaml",
-    "build_model",
-    "build_errors",
-    "probe_forward",
 )
 
 
@@ -40,7 +40,7 @@ __all__ = (
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "yaml_configs"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _yaml_names(task: str) -> tuple[str, ...]:
     """Every model name our YAMLs give for `task` ('detect' or 'classify'): one per file and scale."""
     names = []
@@ -123,7 +123,8 @@ def load_model_yaml(model: str | Path) -> dict:
             f"model YAML {model} not found (give a path or one of {', '.join(available_models(None))})"
         ) from None
     except (yaml.YAMLError, TypeError, AttributeError, ValueError) as e:  # bad syntax, or e.g. a list, not a mapping
-        raise SPDConfigError(f"{path}: cannot be read as a model YAML (a mapping with nc, backbone, head): {e}") from None
+        raise SPDConfigError(f"{path}: cannot be read as a model YAML (a mapping with nc, backbone, head): {e}"
+                             ) from None
     check_model_dict(d)
     return d
 
@@ -171,8 +172,8 @@ def probe_forward(model, source) -> None:
             with torch.no_grad():
                 model.eval()(torch.zeros(1, ch, 64, 64))
             return
-        except Exception:
-            pass  # judged at 256x256 below, as any other model
+        except Exception:  # noqa: BLE001, S110 - any failure is judged at 256x256 below, as for any other model
+            pass
         finally:
             model.train(training)
     with build_errors(source, what="builds but cannot run a 256x256 input"), torch.no_grad():

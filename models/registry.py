@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn as nn
+from torch import nn
 from ultralytics import utils as ul_utils
 from ultralytics.nn import tasks
 from ultralytics.nn.modules import Conv
@@ -66,14 +66,14 @@ from spd_yolo.models.yaml_args import (
 
 __all__ = (
     "PARSER_RULES",
-    "register",
-    "is_registered",
     "apply_settings",
-    "parse_model",
-    "get_flops",
-    "yaml_model_load",
     "check_font",
+    "get_flops",
     "has_spd",
+    "is_registered",
+    "parse_model",
+    "register",
+    "yaml_model_load",
 )
 
 
@@ -188,7 +188,7 @@ def _failing_layer(d: dict, ch) -> int | None:
         try:
             with _default_act_kept():
                 _STOCK["parse_model"](prefix, ch, verbose=False)
-        except Exception:
+        except Exception:  # noqa: BLE001 - the prefix that fails first, whatever the error
             return True
         return False
 
@@ -291,7 +291,7 @@ def get_flops(model, imgsz=640):
         stride = max(int(inner.stride.max()), 32) if hasattr(inner, "stride") else 32
         im = torch.empty((1, ch, *imgsz), device=p.device, dtype=p.dtype)
         return thop.profile(inner, inputs=[im], stride=stride, verbose=False)[0] / 1e9 * 2
-    except Exception:  # same contract as the stock counter: 0.0 when the model cannot be profiled at this size
+    except Exception:  # noqa: BLE001 - the stock counter's contract: 0.0 when the model cannot be profiled here
         return 0.0
 
 

@@ -26,7 +26,7 @@ from ultralytics.utils import LOGGER, torch_utils
 
 from spd_yolo.models.configs import available_models, build_model, load_model_yaml
 
-__all__ = ("ModelStats", "model_stats", "stock_counterpart", "main")
+__all__ = ("ModelStats", "main", "model_stats", "stock_counterpart")
 
 
 @dataclass(frozen=True)

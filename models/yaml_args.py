@@ -8,23 +8,24 @@ stock parser resolves.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Mapping
+from typing import Callable
 
-import torch.nn as nn
+from torch import nn
 
 from spd_yolo.errors import SPDConfigError
 
 __all__ = (
-    "is_int",
-    "yaml_name",
+    "authors_spd_args",
     "check_model_dict",
     "check_rows",
+    "is_int",
+    "resnet_stage_args",
+    "resnet_stem_args",
+    "spd_args",
     "spdconv_args",
     "spdgroupconv_args",
-    "spd_args",
-    "authors_spd_args",
-    "resnet_stem_args",
-    "resnet_stage_args",
+    "yaml_name",
 )
 
 
@@ -85,7 +86,8 @@ def resnet_stem_args(args: list) -> list:
     if k % 2 == 0:
         raise ValueError(f"argument k={k} must be odd (same padding keeps the size) (args {args!r})")
     if not isinstance(spd, bool):
-        raise ValueError(f"argument spd={spd!r} must be true/false (args {args!r})")
+        # a ValueError, as from every argument check here (the parser turns them into one SPDConfigError)
+        raise ValueError(f"argument spd={spd!r} must be true/false (args {args!r})")  # noqa: TRY004
     return [c2, k, spd]
 
 

@@ -23,10 +23,10 @@ import os
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 
-from spd_yolo.errors import CheckpointError, SPDConfigError, SPDError, SPDSizeError  # noqa: E402
-from spd_yolo.layers import DepthToSpace, SPDConv, SpaceToDepth  # noqa: E402
-from spd_yolo.lazy import lazy_names  # noqa: E402
-from spd_yolo.models import registry  # noqa: E402
+from spd_yolo.errors import CheckpointError, SPDConfigError, SPDError, SPDSizeError
+from spd_yolo.layers import DepthToSpace, SpaceToDepth, SPDConv
+from spd_yolo.lazy import lazy_names
+from spd_yolo.models import registry
 
 registry.register()
 
@@ -44,21 +44,21 @@ _LAZY = {
 }
 
 __all__ = (
+    "CONFIG_DIR",
     "YOLO",
-    "SpaceToDepth",
+    "CheckpointError",
     "DepthToSpace",
+    "ModelStats",
+    "SPDConfigError",
     "SPDConv",
     "SPDError",
-    "SPDConfigError",
     "SPDSizeError",
-    "CheckpointError",
-    "CONFIG_DIR",
+    "SpaceToDepth",
     "available_models",
     "build_model",
     "load_model_yaml",
-    "resolve_model_cfg",
-    "ModelStats",
     "model_stats",
+    "resolve_model_cfg",
 )
 
 __getattr__, __dir__ = lazy_names(__name__, _LAZY, eager=__all__)

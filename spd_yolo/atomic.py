@@ -1,5 +1,6 @@
 # SPD-YOLO, AGPL-3.0 license
-"""Atomic writes: a reader (or a process killed mid-write) sees the old file or folder or the new one, never a torn one."""
+"""Atomic writes: a reader (or a process killed mid-write) sees the old file or folder or the new one, never a torn
+one."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import io
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
-__all__ = ("atomic_write", "atomic_torch_save", "AtomicPath", "staged_folder")
+__all__ = ("AtomicPath", "atomic_torch_save", "atomic_write", "staged_folder")
 
 _UMASK = os.umask(0)  # read once at import (single-threaded): new files get the usual 0o666 & ~umask mode
 os.umask(_UMASK)

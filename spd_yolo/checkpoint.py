@@ -17,9 +17,9 @@ import importlib
 import pickle
 import re
 import zipfile
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Iterator
 
 import torch
 

@@ -12,7 +12,8 @@ COCO-sized sets (benchmarks/bench_coco_eval.py).
 
 The size buckets (small < 32², medium 32²..96², large > 96² pixels of area) are only meaningful at the ORIGINAL image
 size, so ground truth built from YOLO labels (:func:`gt_from_labels`; :func:`split_ground_truth` feeds it the labels
-ultralytics' dataset read and verified) is scaled to the original image size, never to the letterboxed network input. With an official COCO annotation file
+ultralytics' dataset read and verified) is scaled to the original image size, never to the letterboxed network input.
+With an official COCO annotation file
 (:func:`find_annotation_file`), the file's own ``area`` field (the segmentation-mask area) decides the bucket, as in
 every published COCO number.
 
@@ -35,9 +36,10 @@ import json
 import math
 import os
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 from pycocotools.coco import COCO
@@ -48,22 +50,22 @@ from spd_yolo.atomic import atomic_write
 from spd_yolo.data.images import image_size
 
 __all__ = (
-    "STAT_NAMES",
     "AREA_RANGES",
     "BACKENDS",
+    "STAT_NAMES",
     "CocoStats",
     "SplitGroundTruth",
-    "split_ground_truth",
-    "check_backend",
     "category_map",
+    "check_backend",
     "count_objects",
     "evaluate",
     "find_annotation_file",
-    "read_annotation_file",
-    "load_stats",
     "format_table",
     "gt_from_labels",
+    "load_stats",
+    "read_annotation_file",
     "save_stats",
+    "split_ground_truth",
 )
 
 STAT_NAMES = ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L", "AR1", "AR10", "AR100", "AR_S", "AR_M", "AR_L")

@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     table = coco.format_table(results)
     (project / "coco_table.txt").write_text(table + "\n")
     minutes = (time.time() - t0) / 60
-    print(f"\n{'=' * 100}\nSPD-YOLO demo done in {minutes:.1f} min (CPU, {args.epochs} epochs per model at {args.imgsz} px)")
+    print(f"\n{'=' * 100}\nSPD-YOLO demo done in {minutes:.1f} min (CPU, {args.epochs} epochs per model at "
+          f"{args.imgsz} px)")
     print("\nCOCO metrics on the demo validation set (percent; diff = yolov5n-SPD - yolov5n):\n" + table)
     print("\ntraining time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items()))
     print("\nOutputs:")

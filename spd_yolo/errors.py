@@ -6,14 +6,14 @@ This module imports nothing of ours, so every other module can use it.
 """
 
 __all__ = (
-    "SPDError",
-    "SPDConfigError",
-    "SPDSizeError",
-    "CheckpointError",
     "CLIError",
+    "CheckpointError",
     "ClassificationDataError",
     "ConversionError",
     "FitnessError",
+    "SPDConfigError",
+    "SPDError",
+    "SPDSizeError",
     "UpgradeError",
 )
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ("Parity", "onnx_parity", "letterboxed_input", "classify_input")
+__all__ = ("Parity", "classify_input", "letterboxed_input", "onnx_parity")
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,6 @@ def classify_input(image: str | Path, imgsz: tuple[int, int], batch: int = 1) ->
 def onnx_parity(model: torch.nn.Module, onnx_path: str | Path, image: str | Path, imgsz, batch: int = 1) -> Parity:
     """Run the same letterboxed image through `model` (eval, as exported) and through onnxruntime; compare outputs."""
     import onnxruntime as ort
-
     from ultralytics.nn.modules import Classify
 
     imgsz = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)

@@ -7,10 +7,10 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
-import torch.nn as nn
+from torch import nn
 from ultralytics import YOLO as _YOLO
 from ultralytics.nn.tasks import load_checkpoint
 from ultralytics.utils.checks import check_yolov5u_filename
@@ -27,7 +27,7 @@ from spd_yolo.models.registry import has_spd
 from spd_yolo.upgrade import RECORD_KEY, prepare_pretrained
 from spd_yolo.weights import load_weights_only
 
-__all__ = ("YOLO", "SPD_ENGINE")
+__all__ = ("SPD_ENGINE", "YOLO")
 
 # task -> the engine classes that replace ultralytics' stock ones in `YOLO.task_map`
 SPD_ENGINE = {
@@ -86,7 +86,7 @@ class YOLO(_YOLO):
                     super()._load(path, task)
                 if path != str(weights):  # the file the user named, not the link it was read through
                     self.ckpt_path = self.model_name = self.model.pt_path = self.overrides["model"] = str(weights)
-                return None
+                return
         self.model = model
         self.ckpt = {"model": self.model}  # truthy: train() fine-tunes from these weights
         self.task = self.model.task

@@ -35,13 +35,13 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn as nn
-from ultralytics.nn.modules.block import C2f, C3
+from torch import nn
+from ultralytics.nn.modules.block import C3, C2f
 from ultralytics.nn.modules.conv import Conv
 
-from spd_yolo.layers import SPDConv, SPDGroupConv, SpaceToDepth
+from spd_yolo.layers import SpaceToDepth, SPDConv, SPDGroupConv
 
-__all__ = ("strided_equivalent", "can_rewrite_conv", "input_convs", "rewrite_spd")
+__all__ = ("can_rewrite_conv", "input_convs", "rewrite_spd", "strided_equivalent")
 
 
 def can_rewrite_conv(conv: nn.Module, s: int, interleaved: bool = False) -> bool:

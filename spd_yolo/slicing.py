@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -46,8 +47,8 @@ from spd_yolo import coco
 from spd_yolo.atomic import atomic_write
 
 __all__ = (
-    "MERGE_TYPES",
     "MATCH_METRICS",
+    "MERGE_TYPES",
     "SliceSettings",
     "SlicedDetector",
     "SlicedPredictor",
@@ -236,7 +237,7 @@ class SlicedPredictor(DetectionPredictor):
 
     def inference(self, im, *args, **kwargs):
         """Nothing: the frames are sliced and run in `postprocess`, at full resolution."""
-        return None
+        return
 
     def postprocess(self, preds, img, orig_imgs):
         """Sliced detection on each original frame of the batch."""

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+from collections.abc import Iterator
 from copy import copy, deepcopy
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from ultralytics.utils import LOGGER
@@ -33,7 +33,7 @@ from spd_yolo.engine import SPDDetectionTrainer, SPDDetectionValidator
 from spd_yolo.model import YOLO
 from spd_yolo.slicing import SlicedDetector, SliceSettings, sliced_coco_eval
 
-__all__ = ("tiled_data", "tile_slices", "SlicedCocoValidator", "SlicedTrainer")
+__all__ = ("SlicedCocoValidator", "SlicedTrainer", "tile_slices", "tiled_data")
 
 SLICED_DIR = "sliced_val"  # in the run folder: the last sliced validation's predictions.json and COCO tables
 

@@ -18,7 +18,7 @@ from ultralytics.nn.tasks import guess_model_task
 from spd_yolo.atomic import atomic_torch_save
 from spd_yolo.models.configs import build_model
 
-__all__ = ("FORMAT", "save_weights_only", "is_weights_only", "load_weights_only")
+__all__ = ("FORMAT", "is_weights_only", "load_weights_only", "save_weights_only")
 
 FORMAT = "spd-yolo-weights-only/1"
 _PLAIN = (str, int, float, bool, type(None))
@@ -50,7 +50,7 @@ def save_weights_only(model: torch.nn.Module, path: str | os.PathLike) -> Path:
 def _read(path: str | os.PathLike) -> dict | None:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
+    except Exception:  # noqa: BLE001 - not our weights-only file, whatever torch says
         return None
     return payload if isinstance(payload, dict) and payload.get("format") == FORMAT else None
 

@@ -39,7 +39,7 @@ def _loaded(code: str, cwd) -> dict:
     """What a fresh interpreter has imported after running `code` (the report imports nothing new of ours)."""
     env = {k: v for k, v in os.environ.items() if k not in ("YOLO_OFFLINE", "PYTHONPATH")}  # its own default
     out = subprocess.run([sys.executable, "-c", "import sys\nassert 'spd_yolo' not in sys.modules\n" + code + REPORT],
-                         cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+                         cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
     report["ours"] = {m for m in report["modules"] if m.split(".")[0] in ("spd_yolo", "spd_modules")}
@@ -95,7 +95,7 @@ def test_every_public_name_is_there_and_listed():
     assert spd_yolo.model_stats is summary.model_stats and spd_yolo.CONFIG_DIR == configs.CONFIG_DIR
     assert spd_yolo.SPDConv is spd_yolo.layers.SPDConv
     namespace = {}
-    exec("from spd_yolo import *", namespace)
+    exec("from spd_yolo import *", namespace)  # noqa: S102 - a star import, which only exec can run here
     assert set(spd_yolo.__all__) <= set(namespace)
     assert spd_yolo.models.available_models is configs.available_models
 

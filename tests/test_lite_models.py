@@ -6,14 +6,14 @@ the 4 pixel phases inside each group and is exactly a 6x6 stride-2 grouped conv.
 import pytest
 import torch
 import torch.nn.functional as F
-from spd_yolo.models.configs import load_model_yaml
-from spd_yolo.models.summary import main as summary_main
-from spd_yolo.models.summary import stock_counterpart
 from ultralytics.nn.modules import Conv
 
 import spd_yolo
 from helpers import detect_feats, one_training_step, run_python, stride2_convs, strided_layers, write_yaml
 from spd_yolo.layers import LAYERS, SpaceToDepth, SPDConv, SPDGroupConv, interleave_phases, space_to_depth_interleaved
+from spd_yolo.models.configs import load_model_yaml
+from spd_yolo.models.summary import main as summary_main
+from spd_yolo.models.summary import stock_counterpart
 from spd_yolo.rewrite import rewrite_spd
 
 FAMILIES = ("yolov8", "yolo11", "yolo26")

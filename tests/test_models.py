@@ -3,7 +3,6 @@
 
 import pytest
 import torch
-from spd_yolo.models import registry
 from torch import nn
 from ultralytics.nn.tasks import ClassificationModel, DetectionModel
 
@@ -11,6 +10,7 @@ import spd_yolo
 from helpers import REPO, detect_feats, one_training_step, run_python, stride2_convs, strided_layers, write_yaml
 from spd_yolo.errors import SPDSizeError
 from spd_yolo.layers import SpaceToDepth, SPDConv
+from spd_yolo.models import registry
 
 ALL_MODELS = spd_yolo.available_models()
 # the P2 models (strides 4-32): test_p2_models.py; the stock-cost SPD-lite models: test_lite_models.py

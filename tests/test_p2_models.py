@@ -5,14 +5,14 @@ from copy import deepcopy
 
 import pytest
 import torch
-from spd_yolo.models.configs import baseline_models, load_model_yaml
-from spd_yolo.models.summary import main as summary_main
-from spd_yolo.models.summary import stock_counterpart
 from ultralytics.nn import tasks
 
 import spd_yolo
 from helpers import detect_feats, one_training_step, run_python, stride2_convs, strided_layers
 from spd_yolo.layers import SpaceToDepth
+from spd_yolo.models.configs import baseline_models, load_model_yaml
+from spd_yolo.models.summary import main as summary_main
+from spd_yolo.models.summary import stock_counterpart
 
 # SPD-p2 -> baseline (ours for yolov5 and yolo11; ultralytics ships yolov8-p2.yaml and yolo26-p2.yaml)
 FAMILIES = {

@@ -12,10 +12,9 @@ import pytest
 import torch
 from ultralytics.utils.torch_utils import strip_optimizer
 
+from helpers import REPO
 from spd_yolo import build_model
 from spd_yolo.engine.fault_tolerance import FaultTolerantTrainer
-
-from helpers import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -184,7 +183,8 @@ def test_final_eval_replaces_last_and_best_only_when_stripping_finished(tmp_path
     trainer.wdir = tmp_path
     trainer.last, trainer.best = tmp_path / "last.pt", tmp_path / "best.pt"
     for path in (trainer.last, trainer.best):
-        torch.save({"model": None, "ema": build_model("yolov5n-SPD", nc=1), "optimizer": {"state": 1}, "epoch": 3}, path)
+        ckpt = {"model": None, "ema": build_model("yolov5n-SPD", nc=1), "optimizer": {"state": 1}, "epoch": 3}
+        torch.save(ckpt, path)
     before = {p: p.read_bytes() for p in (trainer.last, trainer.best)}
     if fails:
         with pytest.raises(KeyboardInterrupt):

@@ -102,9 +102,9 @@ def test_help_lists_the_slice_flags(name, module):
 @pytest.mark.parametrize("size,overlap", [((320, 320), 0.2), ((384, 256), 0.5)])
 def test_sahi_makes_the_expected_grid_of_slices(untrained, size, overlap):
     """The real model runs on every slice sahi cuts: as many as the grid of size / overlap over 1280x960."""
-    from spd_yolo import YOLO
     from sahi.slicing import get_slice_bboxes
 
+    from spd_yolo import YOLO
     from spd_yolo.slicing import SlicedDetector, SliceSettings
 
     im, _ = squares_frame(0)

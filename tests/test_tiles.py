@@ -223,7 +223,6 @@ def test_tile_labels_geometry():
 @pytest.mark.slow
 def test_train_tile_selects_best_by_sliced_ap_small(tmp_path):
     from helpers import script_ok
-
     from spd_yolo.data.synth import generate_demo_dataset
     from spd_yolo.tile_training import tiled_data
 
@@ -257,7 +256,7 @@ def test_train_tile_selects_best_by_sliced_ap_small(tmp_path):
     ours = json.loads((run / "sliced_val" / "predictions.json").read_text())
     theirs = json.loads((tmp_path / "val" / "s" / "predictions.json").read_text())
     assert ours and any(p["bbox"][0] + p["bbox"][2] > 128 for p in ours)  # boxes in frame pixels, beyond one slice
-    key = lambda p: (p["file_name"], p["category_id"], p["score"], p["bbox"])  # noqa: E731
+    key = lambda p: (p["file_name"], p["category_id"], p["score"], p["bbox"])
     assert sorted(ours, key=key) == sorted(theirs, key=key)
     ours_stats = json.loads((run / "coco_metrics.json").read_text())
     theirs_stats = json.loads((tmp_path / "val" / "s" / "coco_metrics.json").read_text())
@@ -324,7 +323,7 @@ def test_bench_tiles_rejects_bad_arguments(argv, message, capsys):
 
 def test_bench_tiles_table_pairs_by_seed():
     bench = _bench_tiles()
-    cell = lambda a, b: {m: [a, b] for m in bench.METRICS}  # noqa: E731
+    cell = lambda a, b: {m: [a, b] for m in bench.METRICS}
     results = {lab: {"whole": {"plain": cell(0.10, 0.20), "sliced": cell(0.10, 0.30)},
                      "tiles": {"plain": cell(0.10, 0.20), "sliced": cell(0.30, 0.40)}} for lab in ("s", "d")}
     results["d"]["tiles"]["sliced"] = cell(0.31, 0.42)
@@ -345,7 +344,8 @@ def test_quick_tiles_benchmark(tmp_path):
     from helpers import REPO
 
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_tiles.py"), "--quick", "--out", "r.json",
-                          "--project", "runs"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+                          "--project", "runs"], cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                         check=False)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "| yolov5n-SPD: tiles - whole, sliced |" in out.stdout
     data = json.loads((tmp_path / "r.json").read_text())

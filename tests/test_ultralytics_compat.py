@@ -8,7 +8,7 @@ import inspect
 
 import pytest
 import torch
-import torch.nn as nn
+from torch import nn
 from ultralytics.cfg import entrypoint, get_cfg
 from ultralytics.data.loaders import LoadImagesAndVideos
 from ultralytics.engine.model import Model
@@ -19,7 +19,6 @@ from ultralytics.nn.modules import Concat, Conv
 from ultralytics.utils import callbacks, checks, torch_utils
 
 import spd_yolo
-from spd_yolo import atomic
 from spd_yolo.cli.yolo import entrypoint_argv, entrypoint_model
 from spd_yolo.engine import FITNESS_KEY, checkpoint_record
 from spd_yolo.models import registry
@@ -62,7 +61,7 @@ def test_parse_model_builds_a_prefix_of_rows_and_fails_on_a_bad_row():
     rows = [[-1, 1, "Conv", [8, 3, 2]], [-1, 1, "C3", ["wide"]]]
     model, _ = STOCK_PARSE({"nc": 2, "backbone": copy.deepcopy(rows[:1]), "head": []}, 3, verbose=False)
     assert len(model) == 1, changed("tasks.parse_model", "a dict with an empty head no longer builds its backbone")
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - ultralytics' own error, whatever its type
         STOCK_PARSE({"nc": 2, "backbone": copy.deepcopy(rows), "head": []}, 3, verbose=False)
     d = {"nc": 2, "backbone": rows, "head": [[-1, 1, "Conv", [8, 1]]]}
     assert registry._failing_layer(d, 3) == 1
@@ -107,7 +106,7 @@ def test_yaml_model_load_returns_scale_and_file_and_is_imported_by_name():
 def test_check_font_is_imported_by_name_where_fonts_are_needed():
     """`checks.check_font` is wrapped (no download while offline) and rebound in the modules that imported it."""
     import ultralytics.data.utils as data_utils
-    import ultralytics.utils.plotting as plotting
+    from ultralytics.utils import plotting
 
     for module in (checks, data_utils, plotting):
         assert getattr(module, "check_font", None) is registry.check_font, changed(

@@ -117,7 +117,7 @@ def add_slice_args(parser: argparse.ArgumentParser) -> None:
         help="detect on overlapping slices of each image/frame, each at the inference size (--imgsz), and merge the "
         "boxes (SAHI): finds objects too small to survive shrinking the whole frame",
     )
-    kw = dict(action=_SliceOption, default=argparse.SUPPRESS)
+    kw = {"action": _SliceOption, "default": argparse.SUPPRESS}
     g.add_argument(
         "--slice-size", type=int, nargs="+", metavar="PIXELS", **kw,
         help="slice size: one value (square) or H W (default: the inference size, so each slice is seen at full "
@@ -322,23 +322,23 @@ def _first_result(predictor, source: str):
 
 def _common_options(args) -> dict:
     """predict() options shared by detectors and classifiers (streamed: one result at a time)."""
-    return dict(
-        stream=True,
-        device=args.device or None,
-        show=args.view_img,
-        save=not args.nosave,
-        save_txt=args.save_txt,
-        save_conf=args.save_conf,
-        project=str(Path(args.project).resolve()),
-        name=args.name,
-        exist_ok=args.exist_ok,
-        line_width=args.line_thickness,
-        show_labels=not args.hide_labels,
-        show_conf=not args.hide_conf,
-        quantize=16 if args.half else None,
-        vid_stride=args.vid_stride,
-        stream_buffer=args.stream_buffer,
-    )
+    return {
+        "stream": True,
+        "device": args.device or None,
+        "show": args.view_img,
+        "save": not args.nosave,
+        "save_txt": args.save_txt,
+        "save_conf": args.save_conf,
+        "project": str(Path(args.project).resolve()),
+        "name": args.name,
+        "exist_ok": args.exist_ok,
+        "line_width": args.line_thickness,
+        "show_labels": not args.hide_labels,
+        "show_conf": not args.hide_conf,
+        "quantize": 16 if args.half else None,
+        "vid_stride": args.vid_stride,
+        "stream_buffer": args.stream_buffer,
+    }
 
 
 def _classify(model, weights: str, source: str, args) -> int:

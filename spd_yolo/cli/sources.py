@@ -27,8 +27,15 @@ from ultralytics.utils.patches import imread
 
 from spd_yolo.errors import CLIError
 
-__all__ = ("STREAM_TIMEOUT", "STREAM_READ_TIMEOUT_MAX", "FFMPEG_OPTIONS", "check_source", "check_camera",
-           "check_stream", "stream_read_timeout")
+__all__ = (
+    "FFMPEG_OPTIONS",
+    "STREAM_READ_TIMEOUT_MAX",
+    "STREAM_TIMEOUT",
+    "check_camera",
+    "check_source",
+    "check_stream",
+    "stream_read_timeout",
+)
 
 STREAM_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://", "tcp://")
 STREAM_PORTS = {"http": 80, "https": 443, "rtsp": 554, "rtmp": 1935}  # default ports (tcp:// needs one)
@@ -50,8 +57,7 @@ def check_source(source: str) -> str:
             raise CLIError(f"--source {source}: the glob matches no file")
     elif not p.exists():
         raise CLIError(f"--source {source}: no such file or folder")
-    if p.is_file() and p.suffix[1:].lower() in VID_FORMATS:
-        if not _video_readable(str(p)):
+    if p.is_file() and p.suffix[1:].lower() in VID_FORMATS and not _video_readable(str(p)):
             raise CLIError(f"--source {source}: the video cannot be opened or has no frame")
     if p.is_file() and p.suffix.lower() == ".txt":
         missing = [line for line in p.read_text().split() if line and not Path(line).exists()]

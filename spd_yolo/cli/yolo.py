@@ -67,7 +67,7 @@ from spd_yolo.errors import CLIError
 from spd_yolo.model import YOLO
 from spd_yolo.models.configs import available_models, resolve_model_cfg
 
-__all__ = ("EntrypointYOLO", "main", "cli")
+__all__ = ("EntrypointYOLO", "cli", "main")
 
 INFO_KEYS = {"model": None, "detailed": False, "imgsz": 640}  # `spd-yolo info` settings and their defaults
 HELP_WORDS = {"help", "h"}  # ultralytics' help commands, without their optional leading dashes

@@ -40,9 +40,9 @@ import argparse
 import pickle
 import shutil
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -50,7 +50,7 @@ from spd_yolo.atomic import staged_folder
 from spd_yolo.data import tiles, visdrone
 from spd_yolo.errors import ConversionError
 
-__all__ = ("ConversionError", "tiny_imagenet_to_folders", "cifar10_to_folders", "visdrone_to_yolo", "tile_yolo", "main")
+__all__ = ("ConversionError", "cifar10_to_folders", "main", "tile_yolo", "tiny_imagenet_to_folders", "visdrone_to_yolo")
 
 CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST = "test_batch"
@@ -169,7 +169,7 @@ def tiny_imagenet_to_folders(src: str | Path, dst: str | Path, overwrite: bool =
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickle only plain containers and numpy arrays (what CIFAR's batches hold); anything else is refused."""
 
-    ALLOWED = {
+    ALLOWED = frozenset({
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy.core.multiarray", "scalar"),
@@ -179,7 +179,7 @@ class _ArrayUnpickler(pickle.Unpickler):
         ("numpy.core.numeric", "_frombuffer"),
         ("numpy._core.numeric", "_frombuffer"),
         ("_codecs", "encode"),
-    }
+    })
 
     def find_class(self, module: str, name: str):
         if (module, name) in self.ALLOWED:
@@ -195,7 +195,7 @@ def _load_batch(path: Path) -> dict:
     try:
         with path.open("rb") as f:
             raw = _ArrayUnpickler(f, encoding="bytes").load()
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - a damaged pickle raises many types
         raise ConversionError(f"{path}: not a CIFAR-10 python batch ({type(e).__name__}: {e})") from None
     if not isinstance(raw, dict):
         raise ConversionError(f"{path}: not a CIFAR-10 python batch (expected a dict, got {type(raw).__name__})")

@@ -42,9 +42,10 @@ import json
 import math
 import numbers
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import cv2
 import numpy as np

@@ -9,7 +9,8 @@ copies of the small pattern of its class (1 to 6 px wide) at random places, in o
     dot (2x2)   hbar (1x5)   vbar (5x1)   plus (5x5)   xcross (5x5)   ring (5x5)   corner (L, 5x5)
 
 The first three (and the first classes are used when n_classes < 10) differ only in 1-pixel detail, the detail that
-a strided convolution sees only one position in four of. Images are lossless PNGs; image i of a class and split has its own generator seeded by
+a strided convolution sees only one position in four of. Images are lossless PNGs; image i of a class and split has
+its own generator seeded by
 (seed, split, class, i), so the same arguments give byte-identical files. Used by the tests and by
 benchmarks/bench_classify.py.
 

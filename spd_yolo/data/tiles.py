@@ -43,15 +43,28 @@ from pathlib import Path
 import cv2
 import numpy as np
 import yaml
+from sahi.slicing import get_slice_bboxes
 from ultralytics.data.utils import IMG_FORMATS, img2label_paths
 from ultralytics.utils import DATASETS_DIR, TQDM
-from sahi.slicing import get_slice_bboxes
 from ultralytics.utils.patches import imread
 
 from spd_yolo.errors import ConversionError
 
-__all__ = ("TileSettings", "MARKER", "RECORD", "read_source", "check_source", "read_labels", "tile_labels",
-           "write_tiles", "marker", "read_marker", "cache_folder", "read_record", "summary")
+__all__ = (
+    "MARKER",
+    "RECORD",
+    "TileSettings",
+    "cache_folder",
+    "check_source",
+    "marker",
+    "read_labels",
+    "read_marker",
+    "read_record",
+    "read_source",
+    "summary",
+    "tile_labels",
+    "write_tiles",
+)
 
 MARKER = ".complete"
 RECORD = "tiles.json"
@@ -216,7 +229,7 @@ def read_labels(path: Path, nc: int | None) -> np.ndarray:
             row = [float(v) for v in values]
         except ValueError:
             raise ConversionError(f"{path}: line {n}: not a number in {line.strip()!r}") from None
-        c, cx, cy, w, h = row
+        c, _, _, w, h = row
         if not all(np.isfinite(row)) or not c.is_integer() or c < 0 or nc is not None and c >= nc:
             raise ConversionError(f"{path}: line {n}: class {values[0]} out of range (expected an integer in "
                                   f"0..{'nc-1' if nc is None else nc - 1})")
@@ -423,13 +436,14 @@ def write_tiles(source: _Source, out: Path, dst: Path, settings: TileSettings, p
     record = {"version": VERSION, "settings": settings.record(), "source": str(source.yaml_file or source.root),
               "splits": records}
     (out / RECORD).write_text(json.dumps(record, indent=1), encoding="utf-8")
-    (out / MARKER).write_text(json.dumps(marker(source, settings)), encoding="utf-8")
+    (out / MARKER).write_text(json.dumps(marker(source, settings, fingerprint)), encoding="utf-8")
     return counts
 
 
-def marker(source: _Source, settings: TileSettings) -> dict:
-    """What .complete records: the tiler version, the settings and the source's fingerprint (`cache_key`)."""
-    return {"version": VERSION, "settings": settings.record(), "source": _fingerprint(source)}
+def marker(source: _Source, settings: TileSettings, fingerprint: dict | None = None) -> dict:
+    """What .complete records: the tiler version, the settings and the source's fingerprint (`cache_key`; taken
+    before tiling by `write_tiles`, so a source changed meanwhile does not match its tiles)."""
+    return {"version": VERSION, "settings": settings.record(), "source": fingerprint or _fingerprint(source)}
 
 
 def cache_folder(source: _Source, settings: TileSettings) -> Path:

@@ -49,8 +49,17 @@ import yaml
 from spd_yolo.data.images import image_size
 from spd_yolo.errors import ConversionError
 
-__all__ = ("NAMES", "find_splits", "pair_files", "read_annotations", "yolo_labels", "write_split", "data_yaml",
-           "new_counts", "summary")
+__all__ = (
+    "NAMES",
+    "data_yaml",
+    "find_splits",
+    "new_counts",
+    "pair_files",
+    "read_annotations",
+    "summary",
+    "write_split",
+    "yolo_labels",
+)
 
 NAMES = ("pedestrian", "people", "bicycle", "car", "van", "truck", "tricycle", "awning-tricycle", "bus", "motor")
 SPLIT_FOLDERS = {"train": "VisDrone2019-DET-train", "val": "VisDrone2019-DET-val", "test": "VisDrone2019-DET-test-dev"}
@@ -175,7 +184,7 @@ def _checked_size(path: Path) -> tuple[int, int]:
     """(width, height) of an image (`image_size`: its header), or a ConversionError naming a file that is not one."""
     try:
         return image_size(path)
-    except Exception as e:  # PIL raises several types for a file that is not an image
+    except Exception as e:  # noqa: BLE001 - PIL raises several types for a file that is not an image
         raise ConversionError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
 
 
@@ -221,11 +230,11 @@ def summary(counts: dict, dst: Path) -> str:
     """A few lines on what the conversion wrote and skipped."""
     images = counts["images"]
     lines = [
-        f"{dst}: {sum(images.values())} images ({', '.join(f'{s} {n}' for s, n in images.items())}; "
-        f"{counts['linked']} hard-linked, {counts['copied']} copied), {sum(counts['objects'].values())} objects",
+        (f"{dst}: {sum(images.values())} images ({', '.join(f'{s} {n}' for s, n in images.items())}; "
+         f"{counts['linked']} hard-linked, {counts['copied']} copied), {sum(counts['objects'].values())} objects"),
         "objects per class: " + ", ".join(f"{name} {n}" for name, n in counts["objects"].items()),
-        f"not objects: {counts['ignored']} ignored regions, {counts['others']} 'others', {counts['score0']} with "
-        f"score 0",
+        (f"not objects: {counts['ignored']} ignored regions, {counts['others']} 'others', {counts['score0']} with "
+         f"score 0"),
         f"boxes: {counts['clipped']} clipped to the image, {counts['dropped']} dropped (no width or height left)",
     ]
     if "train" not in images or "val" not in images:

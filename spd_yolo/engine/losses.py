@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 from ultralytics.nn.tasks import ClassificationModel
 from ultralytics.utils import LOGGER
 from ultralytics.utils.torch_utils import unwrap_model

@@ -6,24 +6,24 @@ them with ultralytics) and, where the project is missing, names a module only th
 """
 
 from spd_yolo.layers.resnet import ResNetBasicBlock, ResNetBottleneck, ResNetStage, ResNetStem, full_res_conv_as_spd
-from spd_yolo.layers.space_to_depth import DepthToSpace, SPDConv, SpaceToDepth, depth_to_space, space_to_depth
+from spd_yolo.layers.space_to_depth import DepthToSpace, SpaceToDepth, SPDConv, depth_to_space, space_to_depth
 from spd_yolo.layers.spd_group_conv import SPDGroupConv, interleave_phases, space_to_depth_interleaved
 
 __all__ = (
-    "space_to_depth",
-    "depth_to_space",
-    "SpaceToDepth",
+    "LAYERS",
     "DepthToSpace",
-    "SPDConv",
-    "interleave_phases",
-    "space_to_depth_interleaved",
-    "SPDGroupConv",
-    "full_res_conv_as_spd",
-    "ResNetStem",
     "ResNetBasicBlock",
     "ResNetBottleneck",
     "ResNetStage",
-    "LAYERS",
+    "ResNetStem",
+    "SPDConv",
+    "SPDGroupConv",
+    "SpaceToDepth",
+    "depth_to_space",
+    "full_res_conv_as_spd",
+    "interleave_phases",
+    "space_to_depth",
+    "space_to_depth_interleaved",
 )
 
 # Every module class of ours that a model can hold (the safe-loading allow-list and the registry use this tuple).

@@ -9,12 +9,12 @@ from __future__ import annotations
 import itertools
 
 import torch
-import torch.nn as nn
+from torch import nn
 from ultralytics.nn.modules.conv import Conv
 
-from spd_yolo.layers.space_to_depth import DepthToSpace, SPDConv, SpaceToDepth
+from spd_yolo.layers.space_to_depth import DepthToSpace, SpaceToDepth, SPDConv
 
-__all__ = ("full_res_conv_as_spd", "ResNetStem", "ResNetBasicBlock", "ResNetBottleneck", "ResNetStage")
+__all__ = ("ResNetBasicBlock", "ResNetBottleneck", "ResNetStage", "ResNetStem", "full_res_conv_as_spd")
 
 
 def _relu() -> nn.Module:

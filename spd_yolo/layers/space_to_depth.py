@@ -17,12 +17,12 @@ copy backward), the same on CPU and CUDA, under ``torch.compile``, tracing and O
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 from ultralytics.nn.modules.conv import Conv
 
 from spd_yolo.errors import SPDSizeError
 
-__all__ = ("space_to_depth", "depth_to_space", "SpaceToDepth", "DepthToSpace", "SPDConv")
+__all__ = ("DepthToSpace", "SPDConv", "SpaceToDepth", "depth_to_space", "space_to_depth")
 
 
 def space_to_depth(x: torch.Tensor, s: int = 2) -> torch.Tensor:

@@ -21,12 +21,12 @@ pixel); as a model layer it is SPD plus a non-strided convolution, so a model of
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 from ultralytics.nn.modules.conv import Conv
 
 from spd_yolo.layers.space_to_depth import SpaceToDepth
 
-__all__ = ("interleave_phases", "space_to_depth_interleaved", "SPDGroupConv")
+__all__ = ("SPDGroupConv", "interleave_phases", "space_to_depth_interleaved")
 
 
 def interleave_phases(x: torch.Tensor, n: int) -> torch.Tensor:

@@ -48,7 +48,7 @@ from importlib import metadata
 from pathlib import Path
 
 import torch
-import torch.nn as nn
+from torch import nn
 from ultralytics.nn.modules import Concat, Conv, Detect
 from ultralytics.nn.tasks import guess_model_task, load_checkpoint
 from ultralytics.utils import LOGGER
@@ -62,23 +62,23 @@ from spd_yolo.models.registry import SCALED_NAME, has_spd
 from spd_yolo.rewrite import input_convs
 
 __all__ = (
-    "RECORD_KEY",
-    "FINETUNE_RULES",
     "DEFAULT_FINETUNE",
-    "FinetuneRule",
+    "FINETUNE_RULES",
+    "RECORD_KEY",
     "TOLERANCE",
+    "FinetuneRule",
     "LayerPair",
     "Upgrade",
+    "UpgradeResult",
+    "cli",
+    "load_pretrained",
+    "main",
+    "plan_upgrade",
+    "prepare_pretrained",
     "spd_kernel",
     "twin_name",
-    "plan_upgrade",
-    "upgrade_model",
     "upgrade_checkpoint",
-    "prepare_pretrained",
-    "load_pretrained",
-    "UpgradeResult",
-    "main",
-    "cli",
+    "upgrade_model",
 )
 
 RECORD_KEY = "spd_upgrade"
