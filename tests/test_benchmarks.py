@@ -46,6 +46,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow  # starts fresh interpreters
 @pytest.mark.parametrize("script,argv,message", CASES, ids=[f"{c[0]}:{c[1][0]}" for c in CASES])
 def test_bad_benchmark_arguments(script, argv, message, tmp_path):
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *argv], cwd=tmp_path,

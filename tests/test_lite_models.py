@@ -192,6 +192,7 @@ def test_safe_loading_allows_the_layer():
     assert SPDGroupConv in torch.serialization.get_safe_globals()
 
 
+@pytest.mark.slow  # starts fresh interpreters
 def test_bare_names_resolve_from_another_directory(tmp_path):
     code = (
         "import spd_yolo\n"

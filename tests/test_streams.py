@@ -253,6 +253,7 @@ def test_unreachable_stream_urls_are_one_clear_error(serve, monkeypatch, silent_
 # detect.py on streams (a subprocess each)
 
 
+@pytest.mark.slow  # starts fresh interpreters
 def test_detect_unreachable_stream_is_one_error_line(ckpt, tmp_path):
     url = f"http://127.0.0.1:{closed_port()}/live"
     proc, seconds = detect(ckpt, url, tmp_path / "runs")
