@@ -553,6 +553,7 @@ def test_predict_folder_and_glob(trained, mixed_folders, tmp_path):
 
 
 @pytest.mark.slow
+# Over 30 s on a busy 2-core machine: three script runs (export, val, detect).
 def test_export_onnx_parity_then_onnx_in_val_and_detect(trained, mixed_folders, tmp_path):
     import shutil
 
