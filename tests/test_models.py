@@ -8,7 +8,16 @@ from torch import nn
 from ultralytics.nn.tasks import ClassificationModel, DetectionModel
 
 import spd_yolo
-from helpers import REPO, detect_feats, one_training_step, run_python, stride2_convs, strided_layers, write_yaml
+from helpers import (
+    REPO,
+    detect_feats,
+    large_scales_slow,
+    one_training_step,
+    run_python,
+    stride2_convs,
+    strided_layers,
+    write_yaml,
+)
 from spd_yolo.errors import SPDSizeError
 from spd_yolo.layers import SpaceToDepth, SPDConv
 
@@ -28,7 +37,7 @@ def test_all_names_exist():
     assert spd_yolo.available_models(None) == ALL_MODELS + spd_yolo.available_models("classify")
 
 
-@pytest.mark.parametrize("name", P3_MODELS)
+@pytest.mark.parametrize("name", large_scales_slow(P3_MODELS))
 def test_every_model_builds_without_strided_conv_or_pooling(name):
     model = spd_yolo.build_model(name, nc=3)
     assert isinstance(model, DetectionModel)
