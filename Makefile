@@ -26,9 +26,10 @@ demo: $(STAMP)
 models: $(STAMP)
 	$(PY) -m spd_yolo.models.summary
 
-# The whole test suite (CI runs this through .ci/run).
+# The whole test suite (CI runs this through .ci/run), listing its 20 slowest tests (each over 30 s says why in a
+# comment above it).
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=20
 
 # Quick loop while developing: skip the slow end-to-end tests.
 test-fast: $(STAMP)

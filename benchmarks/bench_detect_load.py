@@ -6,7 +6,7 @@ resident memory (max RSS, from the kernel's accounting of that child process), t
 count of the annotated output. Memory is flat when the N-item peak is the 100-item peak within noise.
 
     .venv/bin/python benchmarks/bench_detect_load.py                 # N = 2000, 256 px, yolov5n-SPD (untrained)
-    .venv/bin/python benchmarks/bench_detect_load.py --quick         # N = 200: a smoke test
+    .venv/bin/python benchmarks/bench_detect_load.py --quick         # N = 200 at 64 px: a smoke test
 """
 
 from __future__ import annotations
@@ -76,10 +76,13 @@ def frame_count(video: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__)
     parser.add_argument("--items", type=int, default=2000, help="frames / images of the long inputs")
-    parser.add_argument("--imgsz", type=int, default=256, help="inference size (multiple of 32)")
+    parser.add_argument("--imgsz", type=int, default=None, help="inference size, a multiple of 32 (default 256; "
+                                                                "--quick 64)")
     parser.add_argument("--weights", type=Path, default=None, help="checkpoint (default: an untrained yolov5n-SPD)")
     args = parser.parse_args(argv)
     check_common(parser, args)
+    if args.imgsz is None:
+        args.imgsz = 64 if args.quick else 256
     check_size(parser, "--imgsz", args.imgsz)
     if args.quick:
         args.items = 200

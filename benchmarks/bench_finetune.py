@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.pretrained and not Path(args.pretrained).is_file():
         parser.error(f"--pretrained {args.pretrained}: file not found")
     if args.quick:
-        args.seeds, args.epochs, args.pretrain_epochs, args.train_imgsz = args.seeds[:1], 2, 2, 64
+        args.seeds, args.epochs, args.pretrain_epochs, args.train_imgsz = args.seeds[:1], 2, 1, 64
         args.rules = ["none", "sgd-hold"]
 
     import torch
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     project = args.project.resolve()
     project.mkdir(parents=True, exist_ok=True)
-    small = {"n_train": 16, "n_val": 8, "imgsz": 64, "video_frames": 0} if args.quick else {}
+    small = {"n_train": 8, "n_val": 4, "imgsz": 64, "video_frames": 0} if args.quick else {}
     if args.data:
         data = Path(args.data)
     else:
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.pretrained:
         stock_pt = Path(args.pretrained).resolve()
     else:
-        source_args = {"n_train": 16, "n_val": 8, "imgsz": 96, "video_frames": 0} if args.quick else \
+        source_args = {"n_train": 8, "n_val": 4, "imgsz": 96, "video_frames": 0} if args.quick else \
             {"n_train": 240, "n_val": 60, "imgsz": 384, "video_frames": 0}
         source = generate_demo_dataset(project / "source", seed=1, **source_args)
         run = project / "train" / "pretrain"

@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--data {data}: file not found")
     else:
         if args.quick:
-            data = generate_demo_dataset(project / "data", n_train=16, n_val=8, imgsz=64, video_frames=0)
+            data = generate_demo_dataset(project / "data", n_train=8, n_val=4, imgsz=64, video_frames=0)
         else:  # the `make demo` dataset, with the demo's arguments so that either reuses the other's
             data = generate_demo_dataset("datasets/spd-demo")
     project.mkdir(parents=True, exist_ok=True)

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from torch import nn
@@ -112,3 +114,10 @@ def detect_feats(preds: dict) -> list:
     """The feature maps a Detect head returns beside its eval output: ``preds['feats']``, or for an end-to-end head
     (YOLO26: one-to-many and one-to-one branches) its one-to-many branch's, which the eval output is made of."""
     return preds.get("one2many", preds)["feats"]
+
+
+def large_scales_slow(names) -> list:
+    """Model names as pytest params, the l and x scales (the largest builds) marked slow: `make test` checks every
+    scale, `make test-fast` the n, s and m ones."""
+    large = re.compile(r"^yolo(v\d+|\d+)[lx](-|$)")
+    return [pytest.param(n, marks=pytest.mark.slow) if large.match(n) else n for n in names]

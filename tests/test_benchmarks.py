@@ -47,6 +47,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow  # starts fresh interpreters
 @pytest.mark.parametrize("script,argv,message", CASES, ids=[f"{c[0]}:{c[1][0]}" for c in CASES])
 def test_bad_benchmark_arguments(script, argv, message, tmp_path):
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *argv], cwd=tmp_path,
@@ -235,6 +236,7 @@ def test_quick_spd_layer_benchmark(tmp_path):
 
 
 @pytest.mark.slow  # runs the whole script
+# Over 30 s on a busy 2-core machine: three ONNX exports and two memory probes in fresh interpreters.
 def test_quick_models_benchmark(tmp_path):
     (pair,) = _quick("bench_models", tmp_path)["pairs"]
     assert (pair["spd"], pair["stock"]) == ("yolov5n-SPD", "yolov5n")
@@ -258,6 +260,7 @@ def test_quick_gpu_benchmark_on_cpu(tmp_path):
 
 
 @pytest.mark.slow  # runs the whole script
+# Over 30 s on a busy 2-core machine: the script twice: three trainings, seven evaluations.
 def test_quick_small_object_benchmark(tmp_path):
     data = _quick("bench_small_objects", tmp_path, "--project", "runs", "--reuse")  # nothing to reuse yet
     assert set(data["results"]) == {"yolov5n", "yolov5n-SPD"} and data["reused"] == 0
@@ -278,6 +281,7 @@ def test_quick_small_object_benchmark(tmp_path):
 
 
 @pytest.mark.slow  # runs the whole script
+# Over 30 s on a busy 2-core machine: one pretraining and five fine-tunings, each evaluated.
 def test_quick_finetune_benchmark(tmp_path):
     """Pretrain stock, upgrade exactly, fine-tune stock and SPD under two rules; each SPD run used the rule asked
     for."""
@@ -319,6 +323,7 @@ def test_quick_classification_benchmark(tmp_path):
 
 
 @pytest.mark.slow  # runs the whole script
+# Over 30 s on a busy 2-core machine: four detect.py processes over 600 frames.
 def test_quick_detect_load_benchmark(tmp_path):
     runs = _quick("bench_detect_load", tmp_path)["runs"]
     assert {r["input"] for r in runs} == {"video", "images"}

@@ -45,6 +45,7 @@ print('max_abs_diff', (out - y).abs().max().item())
 """
 
 
+@pytest.mark.slow  # starts fresh interpreters
 def test_loads_in_fresh_process_without_importing_project(checkpoint, tmp_path):
     code = LOAD_AND_COMPARE.format(folder=str(checkpoint.parent), path=str(checkpoint))
     out = run_python("import sys\nassert 'spd_yolo' not in sys.modules\n" + code, cwd=tmp_path)
@@ -52,6 +53,7 @@ def test_loads_in_fresh_process_without_importing_project(checkpoint, tmp_path):
     assert "max_abs_diff 0.0" in out.stdout
 
 
+@pytest.mark.slow  # starts fresh interpreters
 def test_fine_tunes_in_fresh_process(checkpoint, tmp_path):
     """Rebuild from the checkpoint's YAML (as the trainer does), transfer weights, take one optimizer step."""
     code = f"""
@@ -76,6 +78,7 @@ print('ok', float(loss.sum()))
     assert out.stdout.startswith("ok ")
 
 
+@pytest.mark.slow  # starts fresh interpreters
 def test_safe_load_after_importing_project(checkpoint, tmp_path):
     code = "import spd_yolo\n" + LOAD_AND_COMPARE.format(folder=str(checkpoint.parent), path=str(checkpoint))
     out = run_python(code, cwd=tmp_path, env={"ULTRALYTICS_SAFE_LOAD": "1"})
@@ -83,6 +86,7 @@ def test_safe_load_after_importing_project(checkpoint, tmp_path):
     assert "max_abs_diff 0.0" in out.stdout
 
 
+@pytest.mark.slow  # starts fresh interpreters
 def test_safe_load_refuses_unknown_layers_without_project(checkpoint, tmp_path):
     """Negative control: the allow-list loader knows nothing of ours until the project is imported."""
     code = f"from ultralytics import YOLO\nYOLO({str(checkpoint)!r})\n"
@@ -98,6 +102,7 @@ def test_safe_load_refuses_unknown_layers_without_project(checkpoint, tmp_path):
 OLD = {"det": "old_spd_det", "cls": "old_spd_cls"}
 
 
+@pytest.mark.slow  # starts fresh interpreters
 @pytest.mark.parametrize("kind", OLD)
 def test_old_checkpoints_naming_spd_modules_load_in_a_fresh_process(kind, tmp_path):
     path = REPO / "tests/data" / f"{OLD[kind]}.pt"
@@ -148,6 +153,7 @@ sys.meta_path.insert(0, NotInstalled())
 """
 
 
+@pytest.mark.slow  # starts fresh interpreters
 def test_without_the_project_autoinstall_could_only_ask_for_spd_yolo(checkpoint, tmp_path):
     """ultralytics pip-installs the module a checkpoint names when it is missing: that name must be one only this
     project's distribution provides. The install step is replaced by a recorder here (nothing is installed)."""
@@ -170,6 +176,7 @@ print("asked", asked, [str(canonicalize_name(n)) for n in asked])
     assert "error: No module named 'spd_yolo'" in out.stdout
 
 
+@pytest.mark.slow  # starts fresh interpreters
 def test_without_the_project_and_no_autoinstall_the_message_names_our_module(checkpoint, tmp_path):
     code = BLOCK_PROJECT + f"from ultralytics import YOLO\nYOLO({str(checkpoint)!r})\n"
     out = run_python(code, cwd=tmp_path, env={"YOLO_AUTOINSTALL": "false"})
@@ -205,12 +212,14 @@ def _settings(code: str, tmp_path, **env) -> str:
     return next(line for line in proc.stdout.splitlines() if line.startswith("settings"))
 
 
+@pytest.mark.slow  # starts fresh interpreters
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
 def test_offline_and_no_autoinstall_whatever_is_imported_first(entry, checkpoint, tmp_path):
     code = ENTRY_POINTS[entry].format(ckpt=str(checkpoint))
     assert _settings(code, tmp_path) == "settings False False False False False"
 
 
+@pytest.mark.slow  # starts fresh interpreters
 @pytest.mark.parametrize("entry", ["import spd_yolo", "ultralytics first", "unpickle a checkpoint"])
 def test_the_users_environment_wins(entry, checkpoint, tmp_path):
     code = ENTRY_POINTS[entry].format(ckpt=str(checkpoint))

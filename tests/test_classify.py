@@ -403,6 +403,7 @@ def _fake_tiny_imagenet(root, wnids=("n01443537", "n01629819", "n12267677"), n_t
     return wnids
 
 
+@pytest.mark.slow  # starts fresh interpreters
 def test_tiny_imagenet_converter_and_cli(tmp_path, capsys):
     src = tmp_path / "tiny-imagenet-200"
     wnids = _fake_tiny_imagenet(src)
@@ -448,6 +449,7 @@ def test_synthetic_set_replaces_only_its_own_folder(tmp_path):
     assert (mine / "notes.txt").read_text() == "keep" and [p.name for p in mine.iterdir()] == ["notes.txt"]
 
 
+@pytest.mark.slow  # starts fresh interpreters
 def test_ddp_worker_imports_the_classification_trainer(good, tmp_path):
     from ultralytics.utils.dist import generate_ddp_file
 
@@ -551,6 +553,7 @@ def test_predict_folder_and_glob(trained, mixed_folders, tmp_path):
 
 
 @pytest.mark.slow
+# Over 30 s on a busy 2-core machine: three script runs (export, val, detect).
 def test_export_onnx_parity_then_onnx_in_val_and_detect(trained, mixed_folders, tmp_path):
     import shutil
 

@@ -38,6 +38,7 @@ def test_help_lists_every_flag(name):
         assert flag in text, flag
 
 
+@pytest.mark.slow  # starts fresh interpreters
 def test_scripts_run_as_files_with_help_and_reject_unknown_flags(tmp_path):
     for name in SCRIPTS:
         out = subprocess.run([sys.executable, str(REPO / f"{name}.py"), "--help"], cwd=tmp_path, capture_output=True,
@@ -84,6 +85,7 @@ def test_a_folder_with_some_unreadable_files_warns_for_each_and_goes_on(files, t
     assert (tmp_path / "runs/exp/good.jpg").is_file()
 
 
+@pytest.mark.slow  # starts fresh interpreters
 def test_ddp_workers_import_our_registration(files, tmp_path):
     """ultralytics' DDP launcher pickles the trainer class and model: a fresh worker process must get our layers."""
     from ultralytics.utils.dist import generate_ddp_file

@@ -41,6 +41,7 @@ def ok(proc: subprocess.CompletedProcess) -> str:
     return proc.stdout + proc.stderr
 
 
+@pytest.mark.slow  # starts fresh interpreters
 def test_every_command_is_installed_and_has_help(tmp_path):
     procs = {c: subprocess.Popen([str(BIN / c), "--help"], cwd=tmp_path, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True, env=user_env())
@@ -106,12 +107,14 @@ def test_spd_detect_writes_an_annotated_image(trained, data, tmp_path):
     assert (tmp_path / "det" / "exp" / image.name).is_file()
 
 
+@pytest.mark.slow  # starts fresh interpreters
 def test_spd_yolo_info_from_any_folder(tmp_path):
     out = ok(run("spd-yolo", "info", "model=yolov8n-SPD.yaml", cwd=tmp_path))
     assert "YOLOv8n-SPD summary" in out and "parameters" in out and "GFLOPs" in out
     assert "Traceback" not in out
 
 
+@pytest.mark.slow  # starts fresh interpreters
 def test_unknown_mode_gives_ultralytics_message_without_traceback(tmp_path):
     proc = run("spd-yolo", "detect", "trian", "model=yolov8n-SPD.yaml", cwd=tmp_path)
     assert proc.returncode == 1
@@ -121,6 +124,7 @@ def test_unknown_mode_gives_ultralytics_message_without_traceback(tmp_path):
     assert "yolo TASK MODE ARGS" in proc.stdout  # ultralytics' help follows its message, as under `yolo`
 
 
+@pytest.mark.slow  # starts fresh interpreters
 def test_unknown_spd_model_is_one_error_line(tmp_path):
     proc = run("spd-yolo", "detect", "train", "model=yolov9q-SPD.yaml", "data=x.yaml", cwd=tmp_path)
     assert proc.returncode == 1

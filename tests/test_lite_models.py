@@ -9,7 +9,15 @@ import torch.nn.functional as F
 from ultralytics.nn.modules import Conv
 
 import spd_yolo
-from helpers import detect_feats, one_training_step, run_python, stride2_convs, strided_layers, write_yaml
+from helpers import (
+    detect_feats,
+    large_scales_slow,
+    one_training_step,
+    run_python,
+    stride2_convs,
+    strided_layers,
+    write_yaml,
+)
 from spd_yolo.layers import LAYERS, SpaceToDepth, SPDConv, SPDGroupConv, interleave_phases, space_to_depth_interleaved
 from spd_yolo.models.configs import load_model_yaml
 from spd_yolo.models.summary import main as summary_main
@@ -48,7 +56,7 @@ def test_rows_are_the_stock_rows(family):
             assert row == base, (i, row)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", large_scales_slow(NAMES))
 def test_stock_cost_no_strided_layer_every_scale(name):
     """GFLOPs at 640 (nc=80) within 5% of stock; Detect at 8-16-32; no strided conv or pooling; one SpaceToDepth
     per stride-2 conv of stock; the same weights as stock except the 1x1 stem (12*c2 instead of 27*c2).
@@ -192,6 +200,7 @@ def test_safe_loading_allows_the_layer():
     assert SPDGroupConv in torch.serialization.get_safe_globals()
 
 
+@pytest.mark.slow  # starts fresh interpreters
 def test_bare_names_resolve_from_another_directory(tmp_path):
     code = (
         "import spd_yolo\n"

@@ -7,7 +7,16 @@ from torch import nn
 from ultralytics.nn.tasks import ClassificationModel, DetectionModel
 
 import spd_yolo
-from helpers import REPO, detect_feats, one_training_step, run_python, stride2_convs, strided_layers, write_yaml
+from helpers import (
+    REPO,
+    detect_feats,
+    large_scales_slow,
+    one_training_step,
+    run_python,
+    stride2_convs,
+    strided_layers,
+    write_yaml,
+)
 from spd_yolo.errors import SPDSizeError
 from spd_yolo.layers import SpaceToDepth, SPDConv
 from spd_yolo.models import registry
@@ -28,7 +37,7 @@ def test_all_names_exist():
     assert spd_yolo.available_models(None) == ALL_MODELS + spd_yolo.available_models("classify")
 
 
-@pytest.mark.parametrize("name", P3_MODELS)
+@pytest.mark.parametrize("name", large_scales_slow(P3_MODELS))
 def test_every_model_builds_without_strided_conv_or_pooling(name):
     model = spd_yolo.build_model(name, nc=3)
     assert isinstance(model, DetectionModel)
@@ -56,6 +65,7 @@ def test_forward_shapes(family, hw):
     assert [tuple(f.shape[-2:]) for f in detect_feats(feats)] == [(h // s, w // s) for s in (8, 16, 32)]
 
 
+@pytest.mark.slow  # starts fresh interpreters
 def test_stock_yamls_identical_with_plugin(tmp_path):
     """Stock YAMLs must build exactly as without the plugin: compare against a process that never imports it."""
     names = ["yolov5n.yaml", "yolov8n.yaml", "yolo11n.yaml"]
@@ -263,6 +273,7 @@ def test_registration_is_idempotent():
     assert sum(isinstance(m, SPDConv) for m in spd_yolo.build_model("yolov5n-SPD").modules()) == 1
 
 
+@pytest.mark.slow  # starts fresh interpreters
 @pytest.mark.parametrize("folder", ["env.4mTVlf", "2nd project"])
 def test_scaled_names_load_from_a_folder_whose_path_has_digit_and_scale_letter(folder, tmp_path):
     """ultralytics turns yolov5n-SPD.yaml into its family file with a regex over the whole path, so a folder named like
@@ -291,6 +302,7 @@ def test_scaled_names_load_from_a_folder_whose_path_has_digit_and_scale_letter(f
     assert scale == "n" and int(params) == sum(p.numel() for p in spd_yolo.build_model("yolov5n-SPD").parameters())
 
 
+@pytest.mark.slow  # starts fresh interpreters
 def test_bare_names_resolve_from_any_directory(tmp_path):
     code = (
         "from spd_yolo import YOLO\n"

@@ -98,6 +98,7 @@ def test_forward_shapes(family, hw):
     assert [tuple(f.shape[-2:]) for f in detect_feats(feats)] == [(h // s, w // s) for s in (4, 8, 16, 32)]
 
 
+@pytest.mark.slow  # starts fresh interpreters
 def test_bare_names_resolve_from_another_directory(tmp_path):
     """Ours (SPD-p2 and our baselines) come from CONFIG_DIR, through `YOLO` too; yolov8n-p2 and yolov5n stay
     ultralytics' own YAMLs."""

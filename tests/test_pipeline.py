@@ -57,6 +57,7 @@ def test_val_prints_and_saves_coco_table(run_dir, dataset, tmp_path):
     assert (tmp_path / "v/predictions.json").is_file()
 
 
+# Over 30 s on a busy 2-core machine: two script runs (val twice).
 def test_val_from_yolo_labels_matches_annotation_file(run_dir, dataset, tmp_path):
     """Without the shipped COCO JSON the ground truth is built from the YOLO labels: same numbers."""
     copy = tmp_path / "copy"
@@ -73,6 +74,7 @@ def test_val_from_yolo_labels_matches_annotation_file(run_dir, dataset, tmp_path
         assert a[k] == pytest.approx(b[k], abs=1e-9), k
 
 
+# Over 30 s on a busy 2-core machine: two script runs (detect on images, on a video).
 def test_detect_folder_and_video(run_dir, dataset, tmp_path):
     root = dataset.parent
     out = ok(script("detect", "--weights", run_dir / "weights/best.pt", "--source", root / "images/val", "--img", 64,
@@ -92,6 +94,7 @@ def test_detect_folder_and_video(run_dir, dataset, tmp_path):
     assert n == 7
 
 
+# Over 30 s on a busy 2-core machine: three script runs (export, detect, val), each a fresh interpreter.
 def test_export_onnx_parity_and_onnx_in_detect_and_val(run_dir, dataset, tmp_path):
     weights = tmp_path / "best.pt"
     shutil.copy(run_dir / "weights/best.pt", weights)
@@ -108,6 +111,7 @@ def test_export_onnx_parity_and_onnx_in_detect_and_val(run_dir, dataset, tmp_pat
     assert "AP_S" in out and (tmp_path / "ov/coco_metrics.json").is_file()
 
 
+# Over 30 s on a busy 2-core machine: three script runs (export twice, val).
 def test_export_strided_spd_is_exact_and_has_no_spd(run_dir, dataset, tmp_path):
     """--strided-spd exports SPD + conv as strided convs: the parity check (against the unrewritten torch model)
     passes, the ONNX graph has the 6x6 stride-2 stem and fewer Transpose nodes (one per SPD layer), and the file
@@ -133,6 +137,7 @@ def test_export_strided_spd_is_exact_and_has_no_spd(run_dir, dataset, tmp_path):
     assert "AP_S" in val
 
 
+# Over 30 s on a busy 2-core machine: three script runs (detect three times).
 def test_detect_strided_spd_gives_the_same_detections(run_dir, dataset, tmp_path):
     """detect.py --strided-spd runs SPD + conv as strided convs: the same boxes and scores as the model as built
     (to the 6 decimals of the label files), and an exported model is refused with a pointer to export.py."""
@@ -185,6 +190,7 @@ def test_corrupt_image_and_label_are_skipped_with_warning(dataset, tmp_path):
     assert (tmp_path / "runs/exp/weights/last.pt").is_file()
 
 
+# Over 30 s on a busy 2-core machine: two trainings, evaluation, export and detect, as `make demo` runs them.
 # Own training: `make demo` trains both models itself.
 def test_make_demo_end_to_end_small(tmp_path):
     """The `make demo` pipeline at toy size: both models, the side-by-side COCO table, video, ONNX, output list."""

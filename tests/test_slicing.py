@@ -185,6 +185,7 @@ def test_bad_slice_input_clear_error_nothing_written(name, argv, message, untrai
 
 
 @pytest.fixture(scope="module")
+# Over 30 s (about a minute on 2 cores): the 30-epoch training below, once per module.
 # Own training: sliced detection needs a model that really finds tiny objects: 30 epochs on 96 frames of squares.
 def trained(tmp_path_factory):
     """yolov5n-SPD trained to find bright 8-16 px squares in 64 px images (deterministic, about a minute on CPU)."""

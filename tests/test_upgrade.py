@@ -242,6 +242,7 @@ def test_upgrade_checkpoint_keeps_classes_args_and_records_the_source(tmp_path, 
     assert record["max_diff"] <= record["tolerance"]
 
 
+@pytest.mark.slow  # starts fresh interpreters
 def test_the_module_runs_as_a_command(tmp_path):
     src = tmp_path / "s.pt"
     stock_checkpoint(src, "yolov5nu.yaml")

@@ -222,6 +222,7 @@ def test_overwrite_replaces_only_after_success(tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp or backup folder left
 
 
+@pytest.mark.slow  # starts fresh interpreters
 def test_module_command_line(tmp_path):
     src = _fake_visdrone(tmp_path / "VisDrone", test=False)
     proc = subprocess.run([sys.executable, "-m", "spd_yolo.data.convert", "visdrone", str(src), str(tmp_path / "v")],
