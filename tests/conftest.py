@@ -1,41 +1,18 @@
 # SPD-YOLO, AGPL-3.0 license
-"""Test isolation: ultralytics settings in a temp dir, never online, never auto-installing; `network_guard` for tests
-that must prove no network access is even attempted; the one trained detector and the one trained classifier that
-every test needing only "a trained checkpoint" shares (`trained_detector`, `trained_classifier`)."""
+"""`network_guard` for tests that must prove no network access is even attempted; the one trained detector and the
+one trained classifier that every test needing only "a trained checkpoint" shares (`trained_detector`,
+`trained_classifier`). Isolation (settings in a temp dir, offline, one torch thread) is the root conftest.py's."""
 
 import ipaddress
-import os
 import socket
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
-
-# Set before anything imports ultralytics (it reads these at import time). Subprocesses inherit them.
-_CONFIG_DIR = tempfile.mkdtemp(prefix="spd-yolo-tests-")
-os.environ["YOLO_CONFIG_DIR"] = _CONFIG_DIR
-os.environ["YOLO_OFFLINE"] = "1"
-os.environ["YOLO_AUTOINSTALL"] = "false"
-os.environ.setdefault("YOLO_VERBOSE", "false")
-os.environ.pop("ULTRALYTICS_SAFE_LOAD", None)
 
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from helpers import ok, script
-
-# One intra-op thread in the test process, whatever ran before: ultralytics' select_device() sets its own count
-# (cpu_count - 1, at most 8) for the rest of the process, so the count would otherwise depend on the test order;
-# the tests' tiny models gain nothing from more, and on a busy machine more threads than free cores make each
-# step several times slower.
-torch.set_num_threads(1)
-
-
-@pytest.fixture
-def rng():
-    """A seeded torch generator, so every test's random inputs are reproducible."""
-    return torch.Generator().manual_seed(0)
 
 
 def _loopback(host) -> bool:

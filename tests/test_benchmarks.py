@@ -1,10 +1,9 @@
 # SPD-YOLO, AGPL-3.0 license
-"""The benchmark scripts: bad arguments rejected before any work (clear message, exit code 2, nothing written),
-result files written atomically, and every script's --quick run finishing with a readable results file."""
+"""The benchmark scripts run as a user runs them, in their own processes: bad arguments rejected before any work
+(clear message, exit code 2, nothing written) and every script's --quick run finishing with a readable results file.
+Nothing here imports from benchmarks/; the scripts' own logic is tested beside them (benchmarks/test_scripts.py)."""
 
-import importlib
 import json
-import os
 import subprocess
 import sys
 
@@ -12,17 +11,7 @@ import pytest
 import torch
 
 from helpers import REPO
-from spd_yolo import build_model
 from spd_yolo.engine import FINETUNE_KEY, checkpoint_record
-
-
-def _bench_module(name: str):
-    """Import benchmarks/<name>.py (a script folder, not a package)."""
-    folder = str(REPO / "benchmarks")
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    return importlib.import_module(name)
-
 
 CASES = [
     ("bench_small_objects.py", ["--pair", "yolov9z"], "--pair yolov9z: unknown; choose one of yolov5n"),
@@ -55,152 +44,6 @@ def test_bad_benchmark_arguments(script, argv, message, tmp_path):
     assert out.returncode == 2, out.stderr
     assert message in out.stderr
     assert list(tmp_path.iterdir()) == []  # nothing written
-
-
-@pytest.mark.parametrize(
-    "script,argv,message",
-    [
-        ("bench_models", ["--models", "yolov9z-SPD"], "unknown model 'yolov9z-SPD'"),
-        ("bench_models", ["--models", "yolov5n"], "unknown model 'yolov5n'"),
-        ("bench_models", ["--imgsz", "100"], "--imgsz must be a positive multiple of 32"),
-        ("bench_models", ["--train-imgsz", "0"], "--train-imgsz must be a positive multiple of 32"),
-        ("bench_models", ["--threads", "0"], "--threads must be an integer >= 1"),
-        ("bench_models", ["--train-batch", "0"], "--train-batch must be an integer >= 1"),
-        ("bench_models", ["--out", "results.txt"], "--out must end in .json or .md"),
-        ("bench_spd_layer", ["--threads", "-1"], "--threads must be an integer >= 1"),
-        ("bench_spd_layer", ["--shape", "1,64,150,160"], "must be a positive multiple of 32"),
-        ("bench_spd_layer", ["--shape", "1,64,160"], "four positive integers"),
-        ("bench_spd_layer", ["--repeats", "0"], "--repeats must be an integer >= 1"),
-        ("bench_spd_layer", ["--out", "/no/such/folder/r.json"], "does not exist"),
-        ("bench_spd_layer", ["--variants", "bogus"], "invalid choice: 'bogus'"),
-        ("bench_gpu", ["--models", "yolov5n"], "unknown model 'yolov5n'"),
-        ("bench_gpu", ["--device", "cpu", "--imgsz", "650"], "--imgsz must be a positive multiple of 32"),
-        ("bench_gpu", ["--device", "cpu", "--train-imgsz", "16"], "--train-imgsz must be a positive multiple of 32"),
-        ("bench_gpu", ["--device", "cpu", "--batches", "1", "0"], "--batches must be integers >= 1, got 1 0"),
-        ("bench_gpu", ["--device", "cpu", "--train-batch", "-4"], "--train-batch must be integers >= 1"),
-        ("bench_gpu", ["--device", "gpu0"], "--device must be cuda, cuda:i, i or cpu, got 'gpu0'"),
-        ("bench_gpu", ["--device", "cpu", "--threads", "0"], "--threads must be an integer >= 1"),
-        ("bench_gpu", ["--device", "cuda:99"], "--device cuda:99: this machine has"),
-    ],
-)
-def test_benchmarks_reject_bad_arguments(script, argv, message, capsys):
-    module = _bench_module(script)
-    with pytest.raises(SystemExit) as exit_info:
-        module.parse_args(argv)
-    assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
-
-
-def test_benchmark_results_are_written_atomically(tmp_path, monkeypatch):
-    common = _bench_module("common")
-    out = tmp_path / "r.json"
-    common.write_results(out, {"a": 1}, "| a |")
-    assert out.read_text().strip().startswith("{") and sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
-
-    def boom(*_):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(common.os, "replace", boom)
-    with pytest.raises(OSError):
-        common.write_results(tmp_path / "new.md", {}, "| b |")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # no partial or temporary file left
-    with pytest.raises(TypeError):
-        common.write_results(out, {"x": object()}, "")  # unserialisable: fails before touching the old file
-    assert out.read_text().strip().startswith("{")
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
-def test_gpu_benchmark_without_a_gpu_says_so(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        _bench_module("bench_gpu").parse_args([])  # default --device cuda
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "no CUDA device" in err and "use --device cpu" in err
-
-
-def test_slicing_variant_is_the_layer_channel_order(rng):
-    """bench_spd_layer's 'slicing' variant: the same bytes as the package's layer (it also checks before timing)."""
-    from spd_yolo.layers import space_to_depth
-
-    slicing_spd = _bench_module("bench_spd_layer").slicing_spd
-    x = torch.randn(2, 3, 8, 12, generator=rng)
-    assert torch.equal(slicing_spd(x), space_to_depth(x))
-    assert torch.equal(slicing_spd(x[..., :6, :9], 3), space_to_depth(x[..., :6, :9], 3))
-    assert not torch.equal(slicing_spd(x), torch.nn.functional.pixel_unshuffle(x, 2))  # a different order
-
-
-def test_slicing_swap_reaches_the_model_layers_and_is_undone(rng):
-    """Part B's swap: SpaceToDepth layers call the swapped function inside the block, and the layer again after."""
-    from spd_yolo.layers import SpaceToDepth, space_to_depth
-
-    bench = _bench_module("bench_spd_layer")
-    calls = []
-
-    def recording(x, s):
-        calls.append(s)
-        return bench.slicing_spd(x, s)
-
-    layer, x = SpaceToDepth(2), torch.randn(1, 2, 4, 4, generator=rng)
-    with bench.swapped_layer(recording):
-        assert torch.equal(layer(x), space_to_depth(x))
-    assert calls == [2]
-    with pytest.raises(RuntimeError), bench.swapped_layer(recording):
-        raise RuntimeError("boom")  # restored even when the block fails
-    layer(x)
-    assert calls == [2]
-
-
-def test_layer_benchmark_times_only_the_variants_asked_for():
-    rows = _bench_module("bench_spd_layer").bench_layer((1, 4, 64, 64), "cpu", 1, only=["layer"])
-    assert [(r["pass"], r["variant"]) for r in rows] == [
-        ("forward", "copy"), ("forward", "layer"), ("forward+backward", "copy"), ("forward+backward", "layer")]
-    assert all(r["ms"] > 0 for r in rows)
-
-
-def test_small_object_table_keeps_negative_differences():
-    """Each variant - stock is paired by seed and may be negative; pycocotools' -1 (undefined) is left out, never
-    averaged; the verdict is "no difference shown" unless |mean diff| > std of the paired diffs."""
-    bench = _bench_module("bench_small_objects")
-    METRICS, table_rows = bench.METRICS, bench.table_rows
-    stock = {64: {m: [0.30, 0.20, -1.0] for m in METRICS}}
-    spd = {64: {m: [0.10, 0.30, 0.50] for m in METRICS}}
-    rows = table_rows({"a.yaml": stock, "b": spd}, ["a.yaml", "b"], [64])
-    assert rows[0][:4] == ["a", 64, "plain", "25.0 ± 7.1"]  # the -1 of seed 3 is not a value
-    assert rows[1][3] == "30.0 ± 20.0"
-    assert rows[2][:4] == ["b - stock", 64, "plain", "-5.0 ± 21.2"]  # seeds 1 and 2 only: -20 and +10 points
-    assert rows[2][-2:] == ["no difference shown"] * 2  # |-5| < 21.2
-    assert len(rows) == 3  # no sliced block without sliced results
-
-
-def test_small_object_table_sliced_block_and_verdicts():
-    bench = _bench_module("bench_small_objects")
-    M = bench.METRICS
-    plain = {"s": {64: {m: [0.1, 0.1] for m in M}}, "v": {64: {m: [0.3, 0.4] for m in M}}}
-    sliced = {"s": {64: {m: [0.2, 0.3] for m in M}}, "v": {64: {m: [0.1, 0.2] for m in M}}}
-    rows = bench.table_rows(plain, ["s", "v"], [64], sliced)
-    assert [r[0] for r in rows] == ["s", "v", "v - stock", "s", "v", "v - stock", "s, sliced - plain"]
-    assert [r[2] for r in rows] == ["plain"] * 3 + ["sliced"] * 3 + [""]
-    assert rows[2][3] == "+25.0 ± 7.1" and rows[2][-1] == "higher"  # +20, +30: mean beyond the spread
-    assert rows[5][3] == "-10.0 ± 0.0" and rows[5][-1] == "lower"
-    assert rows[6][3] == "+15.0 ± 7.1" and rows[6][-1] == "higher"  # slicing alone: +10, +20
-    assert bench.verdict([0.0, 0.0]) == bench.verdict([0.1, -0.1]) == "no difference shown"  # ties show none
-    assert bench.verdict([0.05]) == "1 seed: no spread" and bench.verdict([]) == "-"
-
-
-def test_small_object_compute_matched_epochs():
-    """stock-compute trains round(epochs x GFLOPs(SPD) / GFLOPs(stock)) epochs, at least 1, under a labelled row."""
-    bench = _bench_module("bench_small_objects")
-    assert bench.compute_matched_epochs(12, 7.1, 4.55) == (19, pytest.approx(1.5604, abs=1e-4))  # 18.7 -> 19
-    assert bench.compute_matched_epochs(100, 1.92, 1.311)[0] == 146
-    assert bench.compute_matched_epochs(1, 1.0, 4.0)[0] == 1  # never 0 epochs
-    assert bench.compute_matched_epochs(10, 1.0, 1.0) == (10, 1.0)
-    assert bench.compute_label("yolov5n.yaml", 1.5604) == "yolov5n (x1.56 epochs)"
-    assert [bench.variant_cfg("yolov8n", v) for v in bench.VARIANTS] == [
-        "yolov8n.yaml", "yolov8n-SPD", "yolov8n-SPD-p2", "yolov8n-p2.yaml", "yolov8n-SPD-lite", "yolov8n.yaml"]
-    assert bench.available_variants("yolov5n") == ["stock", "spd", "spd-p2", "stock-p2", "stock-compute"]  # no lite
-    assert bench.available_variants("yolov8n") == list(bench.VARIANTS)
-    for pair in bench.PAIRS:  # the stock P2 control exists for every pair (ultralytics' yolov8-p2, our yolov5/11-p2)
-        assert build_model(bench.variant_cfg(pair, "stock-p2"), nc=2).stride.tolist() == [4, 8, 16, 32], pair
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -292,28 +135,6 @@ def test_quick_finetune_benchmark(tmp_path):
     assert all(len(v["AP"]) == 1 for r in data["results"].values() for v in r.values())  # plain and sliced, 1 seed
     ckpt = torch.load(tmp_path / "runs/train/SPD-sgd-hold-seed0/weights/best.pt", weights_only=False)
     assert checkpoint_record(ckpt, FINETUNE_KEY)["name"] == "sgd-hold"
-
-
-def test_reuse_needs_the_same_training_settings_and_weights(tmp_path):
-    bench = _bench_module("bench_small_objects")
-    run = tmp_path / "run"
-    (run / "weights").mkdir(parents=True)
-    (run / "weights/best.pt").write_bytes(b"x")
-    (run / "results.csv").write_text("epoch,loss\n1,0.5\n2,0.4\n")
-    data = tmp_path / "d.yaml"
-    (run / "args.yaml").write_text(f"model: /x/yaml_configs/yolov5n-SPD.yaml\ndata: {data}\nepochs: 2\nseed: 0\n"
-                                   "scale: 0.3\n")
-    same = {"model": "yolov5n-SPD", "data": data, "epochs": 2, "seed": 0, "scale": 0.3}
-    assert bench.finished_run(run, same)
-    for changed in ({"model": "yolov5n"}, {"data": tmp_path / "e.yaml"}, {"seed": 1}, {"scale": 0.5}, {"epochs": 3}):
-        assert not bench.finished_run(run, {**same, **changed}), changed
-    (run / "results.csv").write_text("epoch,loss\n1,0.5\n")  # interrupted after one of two epochs
-    assert not bench.finished_run(run, same)
-    record = bench.eval_record(run / "weights/best.pt", data, 64, None)
-    assert record == bench.eval_record(run / "weights/best.pt", data, 64, None) != bench.eval_record(
-        run / "weights/best.pt", data, 64, 0.2)
-    os.utime(run / "weights/best.pt", ns=(1, 1))  # retrained weights: their evaluations are stale
-    assert bench.eval_record(run / "weights/best.pt", data, 64, None) != record
 
 
 @pytest.mark.slow  # runs the whole script

@@ -297,45 +297,6 @@ def test_train_tile_bad_dataset_names_the_file(dataset, tmp_path, capsys):
 # benchmarks/bench_tiles.py
 
 
-def _bench_tiles():
-    import importlib
-    import sys
-
-    from helpers import REPO
-
-    if str(REPO / "benchmarks") not in sys.path:
-        sys.path.insert(0, str(REPO / "benchmarks"))
-    return importlib.import_module("bench_tiles")
-
-
-@pytest.mark.parametrize("argv,message", [
-    (["--imgsz", "100"], "--imgsz must be a positive multiple of 32"),
-    (["--variants", "spd-lite"], "--variants spd-lite: unknown; choose from stock, spd, spd-p2, stock-p2"),
-    (["--tile-overlap", "1"], "--tile-overlap must be in [0, 1)"),
-    (["--seeds", "2", "2"], "--seeds must be distinct"),
-    (["--tile-epochs", "0"], "--epochs, --tile-epochs and --batch-size must be >= 1"),
-])
-def test_bench_tiles_rejects_bad_arguments(argv, message, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        _bench_tiles().parse_args(argv)
-    assert exit_info.value.code == 2 and message in capsys.readouterr().err
-
-
-def test_bench_tiles_table_pairs_by_seed():
-    bench = _bench_tiles()
-    cell = lambda a, b: {m: [a, b] for m in bench.METRICS}
-    results = {lab: {"whole": {"plain": cell(0.10, 0.20), "sliced": cell(0.10, 0.30)},
-                     "tiles": {"plain": cell(0.10, 0.20), "sliced": cell(0.30, 0.40)}} for lab in ("s", "d")}
-    results["d"]["tiles"]["sliced"] = cell(0.31, 0.42)
-    info = {lab: {"whole": "w", "tiles": "t"} for lab in results}
-    rows = {r[0]: r for r in bench.table_rows(results, ["s", "d"], info)}
-    assert rows["s: tiles - whole, sliced"][3:6] == ["+15.0 ± 7.1"] * 3  # (0.2, 0.1) paired by seed
-    assert rows["s: tiles - whole, sliced"][6] == bench.verdict([0.2, 0.1]) == "higher"
-    assert rows["s: tiles - whole, plain"][3] == "+0.0 ± 0.0" and rows["s: tiles - whole, plain"][6] == (
-        "no difference shown")
-    assert rows["d - s: tiles, sliced"][3] == "+1.5 ± 0.7"
-
-
 @pytest.mark.slow
 def test_quick_tiles_benchmark(tmp_path):
     import subprocess
