@@ -1,5 +1,9 @@
 # SPD-YOLO, AGPL-3.0 license
-"""ONNX parity: onnxruntime against the torch model on a real image, preprocessed as predict does.
+"""Export parity: each format's own runtime against the torch model on a real image, preprocessed as predict does.
+
+`onnx_parity` runs onnxruntime directly; `format_parity` runs any exported format through ultralytics' AutoBackend
+(OpenVINO compiled at fp32 for the check: its CPU default may be bf16 / fp16). `NOT_RUN_HERE` names the formats whose
+runtime needs other hardware or OS; they are converted only.
 
 Detectors: the image is letterboxed; the (batch, 4 + classes, anchors) outputs are compared (boxes in pixels,
 class scores). The tolerance applies to class scores as they are and to boxes as a fraction of the input's longer side
@@ -17,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ("Parity", "onnx_parity", "letterboxed_input", "classify_input")
+__all__ = ("Parity", "onnx_parity", "format_parity", "runs_here", "letterboxed_input", "classify_input")
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,68 @@ def onnx_parity(model: torch.nn.Module, onnx_path: str | Path, image: str | Path
     z = session.run(None, {inp.name: x.numpy().astype(dtype)})[0].astype(np.float32)
     if z.shape != y.shape:
         raise ValueError(f"ONNX output shape {z.shape} differs from the torch output shape {y.shape}")
+    diff = np.abs(z - y)
+    if classifier:
+        return Parity(float(diff.max()), 0.0, float(diff.max()), tuple(y.shape), "classify")
+    box, score = float(diff[:, :4].max()), float(diff[:, 4:].max())
+    return Parity(float(diff.max()), box, score, tuple(y.shape), size=max(imgsz))
+
+
+# Formats whose runtime cannot run on this machine (x86 Linux CPU), and why: exported (converted) only.
+NOT_RUN_HERE = {
+    "coreml": "Core ML runs on macOS / iOS only",
+    "rknn": "RKNN runs on a Rockchip NPU board",
+    "edgetpu": "Edge TPU models run on a Coral device",
+    "imx": "IMX500 models run on the Sony camera",
+    "axelera": "Axelera models run on an Axelera accelerator",
+    "deepx": "DeepX models run on a DeepX NPU",
+    "qnn": "QNN models run on a Qualcomm NPU",
+    "coreai": "Core AI runs on Apple devices",
+}
+
+
+def runs_here(fmt: str) -> str | None:
+    """None if `fmt`'s runtime runs on this machine, else why not (TensorRT: only with a CUDA GPU)."""
+    if fmt == "engine" and not torch.cuda.is_available():
+        return "TensorRT needs an NVIDIA GPU"
+    return NOT_RUN_HERE.get(fmt)
+
+
+def _backend(fmt: str, path: str | Path):
+    """An ultralytics AutoBackend on the CPU for the exported file / folder `path`; OpenVINO recompiled at fp32."""
+    from ultralytics.nn.autobackend import AutoBackend
+
+    backend = AutoBackend(str(path), device=torch.device("cpu"), fp16=False, verbose=False)
+    if fmt == "openvino":
+        import openvino as ov
+
+        inner = backend.backend
+        xml = Path(path) if Path(path).is_file() else next(Path(path).glob("*.xml"))
+        core = ov.Core()
+        inner.ov_compiled_model = core.compile_model(
+            core.read_model(str(xml)), "CPU", {"INFERENCE_PRECISION_HINT": ov.Type.f32}
+        )
+    return backend
+
+
+def format_parity(model: torch.nn.Module, fmt: str, path: str | Path, image: str | Path, imgsz, batch: int = 1
+                  ) -> Parity:
+    """Run the same preprocessed image through `model` (eval, as exported) and through format `fmt`'s own runtime
+    (ultralytics' AutoBackend on `path`); compare the raw outputs as `onnx_parity` does."""
+    from ultralytics.nn.modules import Classify
+
+    imgsz = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
+    classifier = isinstance(getattr(model, "model", [None])[-1], Classify)
+    x = (classify_input if classifier else letterboxed_input)(image, imgsz, batch)
+    model = model.eval().float()
+    with torch.no_grad():
+        y = model(x)
+        y = (y[0] if isinstance(y, (list, tuple)) else y).numpy()
+        z = _backend(fmt, path)(x)
+    z = (z[0] if isinstance(z, (list, tuple)) else z)
+    z = (z.float().cpu().numpy() if isinstance(z, torch.Tensor) else np.asarray(z)).astype(np.float32)
+    if z.shape != y.shape:
+        raise ValueError(f"{fmt} output shape {z.shape} differs from the torch output shape {y.shape}")
     diff = np.abs(z - y)
     if classifier:
         return Parity(float(diff.max()), 0.0, float(diff.max()), tuple(y.shape), "classify")

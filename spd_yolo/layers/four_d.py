@@ -5,8 +5,10 @@
 forms here give bit-identical outputs with rank-4 operations only, so every runtime that takes a convolution also
 takes them:
 
-- `space_to_depth_4d`: ``s*s`` strided slices ``x[..., i::s, j::s]`` concatenated along channels in SpaceToDepth's
-  order (column offset j outer, row offset i inner), (B, C, H, W) -> (B, s*s*C, H/s, W/s).
+- `space_to_depth_4d`: (B, C, H, W) -> (B, s*s*C, H/s, W/s) with contiguous slices only (NCNN has no strided
+  slice): reshaped to (B, C, H/s, s*W), slice i of width W holds the rows i::s; each of those reshaped to
+  (B, C, H/s * W/s, s), slice j of width 1 holds the columns j::s. The s*s maps are concatenated along channels in
+  SpaceToDepth's order (column offset j outer, row offset i inner).
 - `depth_to_space_4d`: its inverse by 4-D reshapes and transposes only: rows are interleaved by concatenating along
   W and reshaping (B, C, H, s*W) -> (B, C, s*H, W); columns likewise after swapping H and W.
 
@@ -25,8 +27,13 @@ __all__ = ("space_to_depth_4d", "depth_to_space_4d", "SpaceToDepth4D", "DepthToS
 
 
 def space_to_depth_4d(x: torch.Tensor, s: int = 2) -> torch.Tensor:
-    """(B, C, H, W) -> (B, s*s*C, H/s, W/s), equal to `space_to_depth`, with strided slices and one cat."""
-    return torch.cat([x[:, :, i::s, j::s] for j in range(s) for i in range(s)], 1)
+    """(B, C, H, W) -> (B, s*s*C, H/s, W/s), equal to `space_to_depth`, with 4-D reshapes, contiguous slices and one
+    cat."""
+    b, c, h, w = x.shape
+    h2, w2 = h // s, w // s
+    rows = x.reshape(b, c, h2, s * w)  # row r of the result = input rows s*r .. s*r + s - 1 side by side
+    by_row = [rows[:, :, :, i * w : (i + 1) * w].reshape(b, c, h2 * w2, s) for i in range(s)]  # rows i::s
+    return torch.cat([r[:, :, :, j : j + 1].reshape(b, c, h2, w2) for j in range(s) for r in by_row], 1)
 
 
 def _interleave_rows(parts: list[torch.Tensor]) -> torch.Tensor:
