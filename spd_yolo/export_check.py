@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ("Parity", "onnx_parity", "format_parity", "runs_here", "letterboxed_input", "classify_input")
+__all__ = (
+    "Parity", "onnx_parity", "format_parity", "runs_here", "graph_rank", "letterboxed_input", "classify_input"
+)
 
 
 @dataclass(frozen=True)
@@ -159,3 +161,49 @@ def format_parity(model: torch.nn.Module, fmt: str, path: str | Path, image: str
         return Parity(float(diff.max()), 0.0, float(diff.max()), tuple(y.shape), "classify")
     box, score = float(diff[:, :4].max()), float(diff[:, 4:].max())
     return Parity(float(diff.max()), box, score, tuple(y.shape), size=max(imgsz))
+
+
+def _onnx_rank(path: Path) -> tuple[int, str]:
+    """Highest tensor rank in an ONNX graph (shape inference over every value), and the value that has it."""
+    import onnx
+
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    g = model.graph
+    best = (0, "")
+    for v in (*g.input, *g.value_info, *g.output):
+        t = v.type.tensor_type
+        if t.HasField("shape") and len(t.shape.dim) > best[0]:
+            best = (len(t.shape.dim), v.name)
+    consts = {t.name: t for t in g.initializer}
+    consts.update({n.output[0]: a.t for n in g.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"})
+    for n in g.node:  # a Reshape's target shape, where it is a constant (shape inference may not reach every value)
+        shape = consts.get(n.input[1]) if n.op_type == "Reshape" else None
+        if shape is not None and len(shape.dims) == 1 and shape.dims[0] > best[0]:
+            best = (int(shape.dims[0]), n.name)
+    return best
+
+
+def _ncnn_rank(folder: Path) -> tuple[int, str]:
+    """NCNN holds at most 4-D mats (w, h, d, c per batch item). pnnx writes a reshape to a higher rank (the 6-D SPD
+    reshape) as a Reshape layer with no shape parameters, and leaves a layer it cannot convert under its torch name
+    (e.g. Tensor.reshape); either is reported as rank 5 with the layer's name, else 4."""
+    param = folder / "model.ncnn.param" if folder.is_dir() else folder
+    for line in param.read_text().splitlines()[2:]:
+        parts = line.split()
+        if not parts:
+            continue
+        n_in, n_out = int(parts[2]), int(parts[3])
+        params = parts[4 + n_in + n_out :]
+        if "." in parts[0] or (parts[0] == "Reshape" and not params):
+            return 5, f"{parts[0]} {parts[1]}"
+    return 4, ""
+
+
+def graph_rank(fmt: str, path: str | Path) -> tuple[int, str] | None:
+    """(highest tensor rank, where) in the graph an ONNX or NCNN export wrote; None for other formats."""
+    path = Path(path)
+    if fmt == "onnx":
+        return _onnx_rank(path)
+    if fmt == "ncnn":
+        return _ncnn_rank(path)
+    return None

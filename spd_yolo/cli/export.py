@@ -27,6 +27,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ultralytics.engine.exporter import export_formats
@@ -45,7 +46,7 @@ from spd_yolo.cli.common import (
     script_name,
     trained_imgsz,
 )
-from spd_yolo.export_check import format_parity, onnx_parity, runs_here
+from spd_yolo.export_check import format_parity, graph_rank, onnx_parity, runs_here
 from spd_yolo.rewrite import export_form
 
 # Modules each format's converter and runtime import (the deploy extra installs them), checked before exporting.
@@ -125,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise CLIError(f"--include {' '.join(unknown)}: unknown format; known: {', '.join(list(supported)[1:])}")
     check_converters(include)
+    if "mnn" in include:
+        no_mnn_telemetry()
     if args.int8:
         not_int8 = [f for f in include if f not in INT8]
         if not_int8:
@@ -160,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             raise CLIError(f"--include {fmt}: export failed: {str(e).strip().splitlines()[-1]}") from e
         if not written[fmt]:
             raise CLIError(f"--include {fmt}: the exporter wrote nothing (see its log above)")
+        if not args.keep_spd:
+            check_rank(fmt, written[fmt])
         if args.no_parity:
             continue
         if args.int8:
@@ -171,6 +176,24 @@ def main(argv: list[str] | None = None) -> int:
     for fmt, path in written.items():
         print(f"{fmt}: {path}")
     return 0
+
+
+def check_rank(fmt: str, path) -> None:
+    """CLIError if the ONNX / NCNN graph just written holds a tensor above 4-D (other formats: nothing checked)."""
+    found = graph_rank(fmt, path)
+    if found is None:
+        return
+    rank, where = found
+    if rank > 4:
+        raise CLIError(f"--include {fmt}: the exported graph holds a {rank}-D tensor ({where}); expected at most 4-D; "
+                       f"{path} was written")
+    print(f"{fmt}: no tensor above 4-D in the graph")
+
+
+def no_mnn_telemetry() -> None:
+    """MNN's converter imports MNN.tools.utils.log, which pip-installs a logging SDK and sends usage logs; its import
+    is guarded (`except: mnn_logger = None`), so marking the module absent keeps the conversion offline."""
+    sys.modules.setdefault("MNN.tools.utils.log", None)
 
 
 def check_converters(formats: list[str]) -> None:
