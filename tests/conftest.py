@@ -21,6 +21,17 @@ import torch  # noqa: E402
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `deploy` (every export format in its own runtime, `make test-deploy`) run only when -m names
+    them; `make test` and `make test-fast` skip them."""
+    if "deploy" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="deploy tier: run by `make test-deploy` (converters in .venv-deploy)")
+    for item in items:
+        if "deploy" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def rng():
     """A seeded torch generator, so every test's random inputs are reproducible."""
