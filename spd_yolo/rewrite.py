@@ -189,17 +189,18 @@ def _four_d(m: nn.Module) -> nn.Module | None:
     return new
 
 
-def four_d_spd(model: nn.Module) -> list[str]:
+def four_d_spd(model: nn.Module, prefix: str = "") -> list[str]:
     """Replace, in place, every SpaceToDepth, DepthToSpace and SPDGroupConv below `model` by its 4-D form (equal
     outputs, no tensor above rank 4 when traced); names of those replaced."""
     done = []
-    for parent_name, parent in list(model.named_modules()):
-        for name, child in list(parent.named_children()):
-            new = _four_d(child)
-            if new is not None:
-                setattr(parent, name, new)
-                where = f"{parent_name}.{name}" if parent_name else name
-                done.append(f"{type(child).__name__} {where}: 4-D form")
+    for name, child in list(model.named_children()):
+        where = f"{prefix}{name}"
+        new = _four_d(child)
+        if new is None:
+            done += four_d_spd(child, f"{where}.")
+        else:
+            setattr(model, name, new)
+            done.append(f"{type(child).__name__} {where}: 4-D form")
     return done
 
 
