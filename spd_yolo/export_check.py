@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 __all__ = (
-    "Parity", "onnx_parity", "format_parity", "runs_here", "graph_rank", "letterboxed_input", "classify_input"
+    "Parity", "onnx_parity", "format_parity", "load_backend", "runs_here", "graph_rank", "letterboxed_input",
+    "classify_input",
 )
 
 
@@ -121,7 +122,7 @@ def runs_here(fmt: str) -> str | None:
     return NOT_RUN_HERE.get(fmt)
 
 
-def _backend(fmt: str, path: str | Path):
+def load_backend(fmt: str, path: str | Path):
     """An ultralytics AutoBackend on the CPU for the exported file / folder `path`; OpenVINO recompiled at fp32."""
     from ultralytics.nn.autobackend import AutoBackend
 
@@ -151,7 +152,7 @@ def format_parity(model: torch.nn.Module, fmt: str, path: str | Path, image: str
     with torch.no_grad():
         y = model(x)
         y = (y[0] if isinstance(y, (list, tuple)) else y).numpy()
-        z = _backend(fmt, path)(x)
+        z = load_backend(fmt, path)(x)
     z = (z[0] if isinstance(z, (list, tuple)) else z)
     z = (z.float().cpu().numpy() if isinstance(z, torch.Tensor) else np.asarray(z)).astype(np.float32)
     if z.shape != y.shape:
