@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                     ])
                     data.append({"model": name, "format": fmt, **{k: v for k, v in r.items() if k != "call"},
                                  "latency_ms": ms.get(key)})
-                print(f"done {spd} {fmt}", file=sys.stderr, flush=True)
+                    print("row | " + " | ".join(str(c) for c in rows[-1]) + " |", file=sys.stderr, flush=True)
     headers = ["model", "format", "exports", "runs here", "parity (box / score)", "max rank", "ms", "SPD/stock",
                "note"]
     table = common.markdown_table(headers, rows, "lllllrrrl")

@@ -56,6 +56,7 @@ __all__ = (
     "add_device",
     "add_run_dir",
     "check_weights",
+    "EXPORTED_WEIGHTS",
     "check_data_yaml",
     "split_image_files",
     "check_annotation_json",
@@ -120,11 +121,20 @@ def check_imgsz(imgsz: int | list[int]) -> None:
             raise CLIError(f"--imgsz {v}: must be a positive multiple of 32 (the stride of the models)")
 
 
+# What val.py runs: a checkpoint or an export that runs on the CPU here (folders: OpenVINO and NCNN exports).
+EXPORTED_WEIGHTS = (".pt", ".onnx", ".torchscript", ".tflite", ".mnn", "_openvino_model", "_ncnn_model")
+
+
 def check_weights(path: str | None, suffixes: tuple[str, ...] = (".pt", ".onnx")) -> str:
-    """The --weights file must exist locally and be one of `suffixes` (never downloaded)."""
+    """The --weights file must exist locally and be one of `suffixes` (never downloaded); a suffix starting with '_'
+    names an export folder (e.g. best_openvino_model)."""
     if not path:
         raise CLIError("--weights is required: a checkpoint such as runs/train/exp/weights/best.pt")
     p = Path(path)
+    if any(s.startswith("_") and p.name.endswith(s) for s in suffixes):
+        if not p.is_dir():
+            raise CLIError(f"--weights {path}: folder not found")
+        return str(p)
     if p.suffix.lower() not in suffixes:
         raise CLIError(f"--weights {path}: expected a {' or '.join(suffixes)} file")
     if not p.is_file():
