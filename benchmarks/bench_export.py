@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     common.check_common(parser, args)
     common.check_size(parser, "--imgsz", args.imgsz)
     common.check_names(parser, "--models", args.models, list(PAIRS))
+    for fmt in args.formats:
+        if fmt not in FORMATS:
+            parser.error(f"--formats: unknown format '{fmt}'. Choose from: {', '.join(FORMATS)}")
     if args.quick:
         args.imgsz, args.models, args.formats = 64, args.models[:1], ["onnx", "ncnn"]
     repeats = args.repeats or (2 if args.quick else 10)
