@@ -176,7 +176,9 @@ def _onnx_rank(path: Path) -> tuple[int, str]:
         if t.HasField("shape") and len(t.shape.dim) > best[0]:
             best = (len(t.shape.dim), v.name)
     consts = {t.name: t for t in g.initializer}
-    consts.update({n.output[0]: a.t for n in g.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"})
+    for n in g.node:
+        if n.op_type == "Constant":
+            consts.update({n.output[0]: a.t for a in n.attribute if a.name == "value"})
     for n in g.node:  # a Reshape's target shape, where it is a constant (shape inference may not reach every value)
         shape = consts.get(n.input[1]) if n.op_type == "Reshape" else None
         if shape is not None and len(shape.dims) == 1 and shape.dims[0] > best[0]:

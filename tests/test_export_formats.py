@@ -23,7 +23,8 @@ def test_4d_forms_equal_the_6d_forms_bit_for_bit(s, shape, rng):
     want = space_to_depth(x, s)
     got = space_to_depth_4d(x, s)
     assert got.shape == (shape[0], s * s * shape[1], shape[2] // s, shape[3] // s) and torch.equal(got, want)
-    assert torch.equal(depth_to_space_4d(want, s), x) and torch.equal(depth_to_space_4d(want, s), depth_to_space(want, s))
+    back = depth_to_space_4d(want, s)
+    assert torch.equal(back, x) and torch.equal(back, depth_to_space(want, s))
     assert torch.equal(SpaceToDepth4D(s)(x), want) and torch.equal(DepthToSpace4D(s)(want), x)
 
 

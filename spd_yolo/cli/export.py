@@ -27,6 +27,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -198,8 +199,6 @@ def no_mnn_telemetry() -> None:
 
 def check_converters(formats: list[str]) -> None:
     """One CLIError naming the deploy extra if a format's converter or runtime module is not installed."""
-    import importlib.util
-
     for fmt in formats:
         missing = [m for m in CONVERTERS.get(fmt, ()) if importlib.util.find_spec(m) is None]
         if missing:
