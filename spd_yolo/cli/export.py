@@ -2,7 +2,7 @@
 """export.py: export a checkpoint with the ultralytics exporter and check each format in its own runtime.
 
 By default every SPD layer that folds is exported as the equal strided convolution (spd_yolo.rewrite) and every one
-that does not (the neck SPDs of yolov5-SPD) in a 4-D-only form (strided slices + concat), so no exported tensor has
+that does not (the neck SPDs of yolov5-SPD) in a 4-D-only form (4-D reshapes, slices, concat), so no exported tensor has
 a rank above 4 and NCNN, OpenVINO, LiteRT and MNN run the model; --keep-spd exports the layers as they are.
 
 After each export the same real image (letterboxed) goes through that format's own runtime (ultralytics'
