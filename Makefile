@@ -7,7 +7,13 @@ STAMP := $(VENV)/.installed
 export YOLO_OFFLINE := 1
 export YOLO_AUTOINSTALL := false
 
-.PHONY: demo test test-fast lint wheel-smoke models venv clean
+.PHONY: demo test test-fast test-deploy lint wheel-smoke models venv clean
+
+# The deploy tier's own venv: the project with its converters (the deploy extra: OpenVINO, NCNN/pnnx, MNN, LiteRT,
+# CoreML tools), apart from .venv so `make test` never sees them.
+DVENV := .venv-deploy
+DPY := $(DVENV)/bin/python
+DSTAMP := $(DVENV)/.installed
 
 # Create the venv and install the project (editable) with its test/export extras; redone when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -31,6 +37,16 @@ models: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest --durations=20
 
+# Every export format in its own runtime, on tiny models (tests marked `deploy`; `make test` skips them).
+$(DSTAMP): pyproject.toml
+	@test -x $(DPY) || $(PYTHON) -m venv $(DVENV)
+	$(DPY) -m pip install --quiet --upgrade pip
+	$(DPY) -m pip install --quiet -e ".[dev,deploy]"
+	@touch $(DSTAMP)
+
+test-deploy: $(DSTAMP)
+	$(DPY) -m pytest -m deploy -p no:cacheprovider
+
 # Quick loop while developing: skip the slow end-to-end tests.
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
@@ -46,4 +62,4 @@ wheel-smoke:
 	PYTHON=$(PYTHON) bash .ci/wheel_smoke.sh
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(DVENV) build *.egg-info .pytest_cache

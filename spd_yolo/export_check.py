@@ -1,5 +1,9 @@
 # SPD-YOLO, AGPL-3.0 license
-"""ONNX parity: onnxruntime against the torch model on a real image, preprocessed as predict does.
+"""Export parity: each format's own runtime against the torch model on a real image, preprocessed as predict does.
+
+`onnx_parity` runs onnxruntime directly; `format_parity` runs any exported format through ultralytics' AutoBackend
+(OpenVINO compiled at fp32 for the check: its CPU default may be bf16 / fp16). `NOT_RUN_HERE` names the formats whose
+runtime needs other hardware or OS; they are converted only.
 
 Detectors: the image is letterboxed; the (batch, 4 + classes, anchors) outputs are compared (boxes in pixels,
 class scores). The tolerance applies to class scores as they are and to boxes as a fraction of the input's longer side
@@ -17,7 +21,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ("Parity", "classify_input", "letterboxed_input", "onnx_parity")
+__all__ = (
+    "Parity",
+    "classify_input",
+    "format_parity",
+    "graph_rank",
+    "letterboxed_input",
+    "load_backend",
+    "onnx_parity",
+    "runs_here",
+)
 
 
 @dataclass(frozen=True)
@@ -92,3 +105,113 @@ def onnx_parity(model: torch.nn.Module, onnx_path: str | Path, image: str | Path
         return Parity(float(diff.max()), 0.0, float(diff.max()), tuple(y.shape), "classify")
     box, score = float(diff[:, :4].max()), float(diff[:, 4:].max())
     return Parity(float(diff.max()), box, score, tuple(y.shape), size=max(imgsz))
+
+
+# Formats whose runtime cannot run on this machine (x86 Linux CPU), and why: exported (converted) only.
+NOT_RUN_HERE = {
+    "coreml": "Core ML runs on macOS / iOS only",
+    "rknn": "RKNN runs on a Rockchip NPU board",
+    "edgetpu": "Edge TPU models run on a Coral device",
+    "imx": "IMX500 models run on the Sony camera",
+    "axelera": "Axelera models run on an Axelera accelerator",
+    "deepx": "DeepX models run on a DeepX NPU",
+    "qnn": "QNN models run on a Qualcomm NPU",
+    "coreai": "Core AI runs on Apple devices",
+}
+
+
+def runs_here(fmt: str) -> str | None:
+    """None if `fmt`'s runtime runs on this machine, else why not (TensorRT: only with a CUDA GPU)."""
+    if fmt == "engine" and not torch.cuda.is_available():
+        return "TensorRT needs an NVIDIA GPU"
+    return NOT_RUN_HERE.get(fmt)
+
+
+def load_backend(fmt: str, path: str | Path):
+    """An ultralytics AutoBackend on the CPU for the exported file / folder `path`; OpenVINO recompiled at fp32."""
+    from ultralytics.nn.autobackend import AutoBackend
+
+    backend = AutoBackend(str(path), device=torch.device("cpu"), fp16=False, verbose=False)
+    if fmt == "openvino":
+        import openvino as ov
+
+        inner = backend.backend
+        xml = Path(path) if Path(path).is_file() else next(Path(path).glob("*.xml"))
+        core = ov.Core()
+        inner.ov_compiled_model = core.compile_model(
+            core.read_model(str(xml)), "CPU", {"INFERENCE_PRECISION_HINT": ov.Type.f32}
+        )
+    return backend
+
+
+def format_parity(model: torch.nn.Module, fmt: str, path: str | Path, image: str | Path, imgsz, batch: int = 1
+                  ) -> Parity:
+    """Run the same preprocessed image through `model` (eval, as exported) and through format `fmt`'s own runtime
+    (ultralytics' AutoBackend on `path`); compare the raw outputs as `onnx_parity` does."""
+    from ultralytics.nn.modules import Classify
+
+    imgsz = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
+    classifier = isinstance(getattr(model, "model", [None])[-1], Classify)
+    x = (classify_input if classifier else letterboxed_input)(image, imgsz, batch)
+    model = model.eval().float()
+    with torch.no_grad():
+        y = model(x)
+        y = (y[0] if isinstance(y, (list, tuple)) else y).numpy()
+        z = load_backend(fmt, path)(x)
+    z = (z[0] if isinstance(z, (list, tuple)) else z)
+    z = (z.float().cpu().numpy() if isinstance(z, torch.Tensor) else np.asarray(z)).astype(np.float32)
+    if z.shape != y.shape:
+        raise ValueError(f"{fmt} output shape {z.shape} differs from the torch output shape {y.shape}")
+    diff = np.abs(z - y)
+    if classifier:
+        return Parity(float(diff.max()), 0.0, float(diff.max()), tuple(y.shape), "classify")
+    box, score = float(diff[:, :4].max()), float(diff[:, 4:].max())
+    return Parity(float(diff.max()), box, score, tuple(y.shape), size=max(imgsz))
+
+
+def _onnx_rank(path: Path) -> tuple[int, str]:
+    """Highest tensor rank in an ONNX graph (shape inference over every value), and the value that has it."""
+    import onnx
+
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    g = model.graph
+    best = (0, "")
+    for v in (*g.input, *g.value_info, *g.output):
+        t = v.type.tensor_type
+        if t.HasField("shape") and len(t.shape.dim) > best[0]:
+            best = (len(t.shape.dim), v.name)
+    consts = {t.name: t for t in g.initializer}
+    for n in g.node:
+        if n.op_type == "Constant":
+            consts.update((n.output[0], a.t) for a in n.attribute if a.name == "value")
+    for n in g.node:  # a Reshape's target shape, where it is a constant (shape inference may not reach every value)
+        shape = consts.get(n.input[1]) if n.op_type == "Reshape" else None
+        if shape is not None and len(shape.dims) == 1 and shape.dims[0] > best[0]:
+            best = (int(shape.dims[0]), n.name)
+    return best
+
+
+def _ncnn_rank(folder: Path) -> tuple[int, str]:
+    """NCNN holds at most 4-D mats (w, h, d, c per batch item). pnnx writes a reshape to a higher rank (the 6-D SPD
+    reshape) as a Reshape layer with no shape parameters, and leaves a layer it cannot convert under its torch name
+    (e.g. Tensor.reshape); either is reported as rank 5 with the layer's name, else 4."""
+    param = folder / "model.ncnn.param" if folder.is_dir() else folder
+    for line in param.read_text().splitlines()[2:]:
+        parts = line.split()
+        if not parts:
+            continue
+        n_in, n_out = int(parts[2]), int(parts[3])
+        params = parts[4 + n_in + n_out :]
+        if "." in parts[0] or (parts[0] == "Reshape" and not params):
+            return 5, f"{parts[0]} {parts[1]}"
+    return 4, ""
+
+
+def graph_rank(fmt: str, path: str | Path) -> tuple[int, str] | None:
+    """(highest tensor rank, where) in the graph an ONNX or NCNN export wrote; None for other formats."""
+    path = Path(path)
+    if fmt == "onnx":
+        return _onnx_rank(path)
+    if fmt == "ncnn":
+        return _ncnn_rank(path)
+    return None

@@ -28,6 +28,10 @@ Usage (inference / export only; the rewritten model is not meant for training)::
 
     from spd_yolo.rewrite import rewrite_spd
     fast_model, changed = rewrite_spd(model.fuse().eval())   # a rewritten copy and what was rewritten
+
+For export (`export_form`): `rewrite_spd`, then every SPD layer left (the neck SPDs of yolov5-SPD, the ResNet
+stem's SpaceToDepth / DepthToSpace) in its 4-D form (`spd_yolo.layers.four_d`), so no exported tensor has a rank
+above 4 and the outputs stay those of the original model up to rounding.
 """
 
 from __future__ import annotations
@@ -39,9 +43,10 @@ from torch import nn
 from ultralytics.nn.modules.block import C3, C2f
 from ultralytics.nn.modules.conv import Conv
 
-from spd_yolo.layers import SpaceToDepth, SPDConv, SPDGroupConv
+from spd_yolo.layers import DepthToSpace, SpaceToDepth, SPDConv, SPDGroupConv
+from spd_yolo.layers.four_d import ChannelGather, DepthToSpace4D, SpaceToDepth4D
 
-__all__ = ("can_rewrite_conv", "input_convs", "rewrite_spd", "strided_equivalent")
+__all__ = ("can_rewrite_conv", "export_form", "four_d_spd", "input_convs", "rewrite_spd", "strided_equivalent")
 
 
 def can_rewrite_conv(conv: nn.Module, s: int, interleaved: bool = False) -> bool:
@@ -164,3 +169,46 @@ def rewrite_spd(model: nn.Module, inplace: bool = False) -> tuple[nn.Module, lis
                 done.append(f"SpaceToDepth {i} folded into layer {i + 1} ({type(layers[i + 1]).__name__})")
     done += _replace_spdconvs(model)
     return model, done
+
+
+def _four_d(m: nn.Module) -> nn.Module | None:
+    """The 4-D form of one SPD module (None if it has none or is in it already)."""
+    if type(m) is SpaceToDepth:
+        new = SpaceToDepth4D(m.s)
+    elif type(m) is DepthToSpace:
+        new = DepthToSpace4D(m.s)
+    elif isinstance(m, SPDGroupConv):  # interleaved phases = SpaceToDepth's blocks, channels regrouped
+        n, c = m.spd.s**2, m.conv.conv.in_channels // m.spd.s**2
+        order = torch.arange(n * c).reshape(n, c).t().reshape(-1)  # interleaved channel c*n + p <- block p*C + c
+        new = nn.Sequential(SpaceToDepth4D(m.spd.s), ChannelGather(order), m.conv)
+    else:
+        return None
+    for name in ("i", "f", "type", "np", "spd_layer_index"):
+        if hasattr(m, name):
+            setattr(new, name, getattr(m, name))
+    return new
+
+
+def four_d_spd(model: nn.Module, prefix: str = "") -> list[str]:
+    """Replace, in place, every SpaceToDepth, DepthToSpace and SPDGroupConv below `model` by its 4-D form (equal
+    outputs, no tensor above rank 4 when traced); names of those replaced."""
+    done = []
+    for name, child in list(model.named_children()):
+        where = f"{prefix}{name}"
+        new = _four_d(child)
+        if new is None:
+            done += four_d_spd(child, f"{where}.")
+        else:
+            setattr(model, name, new)
+            done.append(f"{type(child).__name__} {where}: 4-D form")
+    return done
+
+
+def export_form(model: nn.Module, inplace: bool = False) -> tuple[nn.Module, list[str], list[str]]:
+    """The model as exported by default: `rewrite_spd`, then `four_d_spd` for the SPD layers that cannot fold.
+
+    Returns (model, folded, four_d): descriptions of the layers rewritten as strided convolutions and of those
+    written in 4-D form. A copy unless `inplace`.
+    """
+    model, folded = rewrite_spd(model, inplace)
+    return model, folded, four_d_spd(model)

@@ -28,6 +28,9 @@ CASES = [
     ("bench_detect_load.py", ["--imgsz", "250"], "--imgsz must be a positive multiple of 32"),
     ("bench_detect_load.py", ["--items", "10"], "--items must be >= 100"),
     ("bench_detect_load.py", ["--threads", "-1"], "--threads must be an integer >= 1"),
+    ("bench_export.py", ["--models", "yolov9n-SPD"], "--models: unknown model 'yolov9n-SPD'"),
+    ("bench_export.py", ["--formats", "onnx", "tflite2"], "--formats: unknown format 'tflite2'"),
+    ("bench_export.py", ["--imgsz", "100"], "--imgsz must be a positive multiple of 32"),
     ("bench_classify.py", ["--models", "resnet34-SPD"], "resnet34-SPD"),
     ("bench_classify.py", ["--imgsz", "48"], "--imgsz must be a positive multiple of 32"),
     ("bench_classify.py", ["--threads", "0"], "--threads must be an integer >= 1"),
@@ -159,3 +162,16 @@ def test_quick_coco_eval_benchmark(tmp_path):
     assert all(r["images"] == 200 and r["detections"] > 0 and r["peak_rss_mib"] > 0 for r in data["runs"])
     assert all(set(r["seconds"]) >= {"gt_build", "load", "evaluate", "accumulate", "summarize", "total"}
                for r in data["runs"])
+
+
+@pytest.mark.slow
+def test_quick_export_benchmark(tmp_path):
+    """yolov5n-SPD beside yolov5n in ONNX (runs with parity, a 4-D graph) and NCNN (the same where the deploy extra
+    is installed, else a row naming the missing converter)."""
+    rows = {(r["model"], r["format"]): r for r in _quick("bench_export", tmp_path)["rows"]}
+    assert set(rows) == {(m, f) for m in ("yolov5n-SPD", "yolov5n") for f in ("onnx", "ncnn")}
+    for model in ("yolov5n-SPD", "yolov5n"):
+        onnx = rows[(model, "onnx")]
+        assert onnx["runs"] == "yes" and onnx["ok"] and onnx["rank"] == 4 and onnx["latency_ms"] > 0
+        ncnn = rows[(model, "ncnn")]
+        assert (ncnn["runs"] == "yes" and ncnn["ok"] and ncnn["rank"] == 4) or ncnn["note"].endswith("not installed")

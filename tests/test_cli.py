@@ -27,7 +27,8 @@ FLAGS = {
     "detect": "--weights --source --imgsz --img --conf-thres --iou-thres --max-det --device --view-img --save-txt "
     "--save-conf --save-crop --nosave --classes --agnostic-nms --project --name --exist-ok --line-thickness "
     "--hide-labels --hide-conf --half --vid-stride",
-    "export": "--weights --include --imgsz --img --batch-size --device --dynamic --simplify --opset --half",
+    "export": "--weights --include --imgsz --img --batch-size --device --dynamic --simplify --opset --half --keep-spd "
+    "--strided-spd --int8 --data --no-parity --parity-tol",
 }
 
 

@@ -113,17 +113,22 @@ def test_export_onnx_parity_and_onnx_in_detect_and_val(run_dir, dataset, tmp_pat
 
 # Over 30 s on a busy 2-core machine: three script runs (export twice, val).
 def test_export_strided_spd_is_exact_and_has_no_spd(run_dir, dataset, tmp_path):
-    """--strided-spd exports SPD + conv as strided convs: the parity check (against the unrewritten torch model)
-    passes, the ONNX graph has the 6x6 stride-2 stem and fewer Transpose nodes (one per SPD layer), and the file
-    validates."""
+    """By default (and with the old flag --strided-spd) export folds SPD + conv into strided convs and writes the two
+    neck SPDs in 4-D form: the parity check (against the unrewritten torch model) passes, the ONNX graph has the 6x6
+    stride-2 stem, no Transpose of an SPD layer and no tensor above 4-D, and the file validates. --keep-spd writes
+    the layers as they are (one 6-D reshape and permute each)."""
     import onnx
+
+    from spd_yolo.export_check import graph_rank
 
     weights = tmp_path / "best.pt"
     shutil.copy(run_dir / "weights/best.pt", weights)
-    plain = ok(script("export", "--weights", weights, "--include", "onnx", "--img", 64))
+    plain = ok(script("export", "--weights", weights, "--include", "onnx", "--img", 64, "--keep-spd"))
     plain_graph = onnx.load(tmp_path / "best.onnx").graph
+    assert graph_rank("onnx", tmp_path / "best.onnx")[0] == 6
     out = ok(script("export", "--weights", weights, "--include", "onnx", "--img", 64, "--strided-spd"))
-    assert "--strided-spd: 5 SPD layer(s) rewritten" in out  # the SPDConv stem and the 4 backbone SpaceToDepth
+    assert "SPD layers: 5 folded into strided convolutions, 2 in 4-D form" in out  # stem + 4 backbone; 2 neck
+    assert "onnx: no tensor above 4-D in the graph" in out and graph_rank("onnx", tmp_path / "best.onnx")[0] == 4
     for text in (plain, out):
         assert float(text.split("max abs diff ")[1].split()[0]) < 1e-3
     graph = onnx.load(tmp_path / "best.onnx").graph
@@ -131,7 +136,7 @@ def test_export_strided_spd_is_exact_and_has_no_spd(run_dir, dataset, tmp_path):
                for a in n.attribute if a.name == "kernel_shape"}
     assert (6, 6) in kernels
     transposes = lambda g: sum(n.op_type == "Transpose" for n in g.node)
-    assert transposes(plain_graph) - transposes(graph) == 5  # the 5 rewritten SPD layers' permutes are gone
+    assert transposes(plain_graph) - transposes(graph) == 7  # the 7 SPD layers' permutes are gone
     val = ok(script("val", "--weights", tmp_path / "best.onnx", "--data", dataset, "--img", 64, "--project", tmp_path,
                     "--name", "strided"))
     assert "AP_S" in val

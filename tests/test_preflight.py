@@ -96,7 +96,7 @@ ROWS = [
     ("train", ["--cfg", "yolov5n-SPD", "--data", "{good}", "--hyp", "{bad_hyp}"],
      "--hyp {bad_hyp}: lr0: 'lr0=3.0' is an invalid value"),
     ("val", ["--weights", "{root}/none.pt", "--data", "{good}"], "--weights {root}/none.pt: file not found"),
-    ("val", ["--weights", "{hyp}", "--data", "{good}"], "expected a .pt or .onnx file"),
+    ("val", ["--weights", "{hyp}", "--data", "{good}"], "expected a .pt or .onnx or .torchscript or .tflite"),
     ("val", ["--weights", "{weights}", "--data", "{good}", "--task", "test"], "no 'test' entry"),
     ("val", ["--weights", "{fake}", "--data", "{good}"], "--weights {fake}: not a PyTorch checkpoint"),
     ("val", ["--weights", "{truncated}", "--data", "{good}"], "--weights {truncated}: truncated or damaged checkpoint"),

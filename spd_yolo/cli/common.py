@@ -17,8 +17,9 @@ import re
 import shutil
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import yaml
 from ultralytics.cfg import check_cfg
@@ -39,32 +40,33 @@ from spd_yolo.models.configs import load_model_yaml
 from spd_yolo.rewrite import rewrite_spd
 
 __all__ = (
+    "EXPORTED_WEIGHTS",
     "CLIError",
-    "load_model",
-    "data_names",
     "HelpFormatter",
-    "script_name",
-    "add_imgsz",
+    "NewFolder",
     "add_device",
+    "add_imgsz",
     "add_run_dir",
-    "check_weights",
-    "check_data_yaml",
-    "split_image_files",
+    "cfg_task",
     "check_annotation_json",
-    "split_annotation_file",
     "check_categories",
     "check_classes",
-    "fixed_input_size",
-    "note_fixed_size",
-    "run_main",
-    "cfg_task",
     "check_cls_data",
-    "cls_imgsz_from_data",
-    "trained_imgsz",
+    "check_data_yaml",
     "check_device",
     "check_settings",
-    "NewFolder",
+    "check_weights",
+    "cls_imgsz_from_data",
+    "data_names",
+    "fixed_input_size",
+    "load_model",
+    "note_fixed_size",
     "run_folder",
+    "run_main",
+    "script_name",
+    "split_annotation_file",
+    "split_image_files",
+    "trained_imgsz",
 )
 
 
@@ -104,11 +106,20 @@ def check_imgsz(imgsz: int | list[int]) -> None:
             raise CLIError(f"--imgsz {v}: must be a positive multiple of 32 (the stride of the models)")
 
 
+# What val.py runs: a checkpoint or an export that runs on the CPU here (folders: OpenVINO and NCNN exports).
+EXPORTED_WEIGHTS = (".pt", ".onnx", ".torchscript", ".tflite", ".mnn", "_openvino_model", "_ncnn_model")
+
+
 def check_weights(path: str | None, suffixes: tuple[str, ...] = (".pt", ".onnx")) -> str:
-    """The --weights file must exist locally and be one of `suffixes` (never downloaded)."""
+    """The --weights file must exist locally and be one of `suffixes` (never downloaded); a suffix starting with '_'
+    names an export folder (e.g. best_openvino_model)."""
     if not path:
         raise CLIError("--weights is required: a checkpoint such as runs/train/exp/weights/best.pt")
     p = Path(path)
+    if any(s.startswith("_") and p.name.endswith(s) for s in suffixes):
+        if not p.is_dir():
+            raise CLIError(f"--weights {path}: folder not found")
+        return str(p)
     if p.suffix.lower() not in suffixes:
         raise CLIError(f"--weights {path}: expected a {' or '.join(suffixes)} file")
     if not p.is_file():

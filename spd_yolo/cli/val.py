@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from spd_yolo.cli.common import (
+    EXPORTED_WEIGHTS,
     CLIError,
     HelpFormatter,
     NewFolder,
@@ -62,7 +63,8 @@ from spd_yolo.slicing import sliced_coco_eval
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=script_name("val.py"), description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--data", default="", help="dataset YAML (ultralytics format); for a classifier the image folder")
-    p.add_argument("--weights", default="", help="model to validate: a .pt checkpoint or an exported .onnx")
+    p.add_argument("--weights", default="", help="model to validate: a .pt checkpoint or an export that runs here "
+                   "(.onnx, .torchscript, .tflite, .mnn, an _openvino_model or _ncnn_model folder)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size")
     add_imgsz(p, default=None, help_extra=" (default: 640 for detectors; a classifier's training size)")
     p.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold")
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if settings is not None and args.coco_backend != "pycocotools":
         raise CLIError(f"--coco-backend {args.coco_backend} is not supported with --slice (sliced evaluation uses "
                        f"pycocotools); drop one of the two flags")
-    weights = check_weights(args.weights)
+    weights = check_weights(args.weights, EXPORTED_WEIGHTS)
     check_device(args.device)
     if args.data and Path(args.data).is_dir():  # an image folder: only a classifier can use it
         model = load_model(weights)
