@@ -31,6 +31,8 @@ CASES = [
     ("bench_export.py", ["--models", "yolov9n-SPD"], "--models: unknown model 'yolov9n-SPD'"),
     ("bench_export.py", ["--formats", "onnx", "tflite2"], "--formats: unknown format 'tflite2'"),
     ("bench_export.py", ["--imgsz", "100"], "--imgsz must be a positive multiple of 32"),
+    ("bench_int8.py", ["--weights", "missing.pt", "--data", "d.yaml"], "--weights missing.pt: file not found"),
+    ("bench_int8.py", ["--weights", "m.pt", "--data", "d.yaml", "--formats", "onnx"], "invalid choice: 'onnx'"),
     ("bench_classify.py", ["--models", "resnet34-SPD"], "resnet34-SPD"),
     ("bench_classify.py", ["--imgsz", "48"], "--imgsz must be a positive multiple of 32"),
     ("bench_classify.py", ["--threads", "0"], "--threads must be an integer >= 1"),
@@ -174,4 +176,5 @@ def test_quick_export_benchmark(tmp_path):
         onnx = rows[(model, "onnx")]
         assert onnx["runs"] == "yes" and onnx["ok"] and onnx["rank"] == 4 and onnx["latency_ms"] > 0
         ncnn = rows[(model, "ncnn")]
-        assert (ncnn["runs"] == "yes" and ncnn["ok"] and ncnn["rank"] == 4) or ncnn["note"].endswith("not installed")
+        ran = ncnn.get("runs") == "yes" and ncnn["ok"] and ncnn["rank"] == 4
+        assert ran or ncnn["note"].endswith("not installed")
