@@ -32,10 +32,10 @@ demo: $(STAMP)
 models: $(STAMP)
 	$(PY) -m spd_yolo.models.summary
 
-# The whole test suite (CI runs this through .ci/run), listing its 20 slowest tests (each over 30 s says why in a
-# comment above it).
+# The whole test suite (CI runs this through .ci/run), one pytest worker per core (pytest-xdist; each test process
+# uses one torch thread, see conftest.py), listing its 20 slowest tests (each over 30 s says why in a comment above it).
 test: $(STAMP)
-	$(PY) -m pytest --durations=20
+	$(PY) -m pytest -n auto --durations=20
 
 # Every export format in its own runtime, on tiny models (tests marked `deploy`; `make test` skips them).
 $(DSTAMP): pyproject.toml
@@ -49,7 +49,7 @@ test-deploy: $(DSTAMP)
 
 # Quick loop while developing: skip the slow end-to-end tests.
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -n auto -m "not slow"
 
 # ruff with the rules configured in pyproject.toml ([tool.ruff]); CI runs it before the tests.
 lint: $(STAMP)
