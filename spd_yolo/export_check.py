@@ -82,9 +82,9 @@ def classify_input(image: str | Path, imgsz: tuple[int, int], batch: int = 1) ->
     return x[None].repeat(batch, 1, 1, 1).float()
 
 
-def onnx_parity(model: torch.nn.Module, onnx_path: str | Path, image: str | Path, imgsz, batch: int = 1) -> Parity:
-    """Run the same letterboxed image through `model` (eval, as exported) and through onnxruntime; compare outputs."""
-    import onnxruntime as ort
+def _parity(model: torch.nn.Module, image: str | Path, imgsz, batch: int, name: str, run) -> Parity:
+    """Run the same preprocessed image (letterboxed; a classifier's resized and cropped) through `model` (eval, as
+    exported) and through `run` (the exported model's runtime, input -> output); compare the raw outputs."""
     from ultralytics.nn.modules import Classify
 
     imgsz = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
@@ -93,18 +93,28 @@ def onnx_parity(model: torch.nn.Module, onnx_path: str | Path, image: str | Path
     model = model.eval().float()
     with torch.no_grad():
         y = model(x)
-    y = (y[0] if isinstance(y, (list, tuple)) else y).numpy()
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    inp = session.get_inputs()[0]
-    dtype = np.float16 if "float16" in inp.type else np.float32
-    z = session.run(None, {inp.name: x.numpy().astype(dtype)})[0].astype(np.float32)
+        y = (y[0] if isinstance(y, (list, tuple)) else y).numpy()
+        z = run(x)
+    z = z[0] if isinstance(z, (list, tuple)) else z
+    z = (z.float().cpu().numpy() if isinstance(z, torch.Tensor) else np.asarray(z)).astype(np.float32)
     if z.shape != y.shape:
-        raise ValueError(f"ONNX output shape {z.shape} differs from the torch output shape {y.shape}")
+        raise ValueError(f"{name} output shape {z.shape} differs from the torch output shape {y.shape}")
     diff = np.abs(z - y)
     if classifier:
         return Parity(float(diff.max()), 0.0, float(diff.max()), tuple(y.shape), "classify")
     box, score = float(diff[:, :4].max()), float(diff[:, 4:].max())
     return Parity(float(diff.max()), box, score, tuple(y.shape), size=max(imgsz))
+
+
+def onnx_parity(model: torch.nn.Module, onnx_path: str | Path, image: str | Path, imgsz, batch: int = 1) -> Parity:
+    """Run the same letterboxed image through `model` (eval, as exported) and through onnxruntime; compare outputs."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    inp = session.get_inputs()[0]
+    dtype = np.float16 if "float16" in inp.type else np.float32
+    return _parity(model, image, imgsz, batch, "ONNX",
+                   lambda x: session.run(None, {inp.name: x.numpy().astype(dtype)})[0])
 
 
 # Formats whose runtime cannot run on this machine (x86 Linux CPU), and why: exported (converted) only.
@@ -148,25 +158,7 @@ def format_parity(model: torch.nn.Module, fmt: str, path: str | Path, image: str
                   ) -> Parity:
     """Run the same preprocessed image through `model` (eval, as exported) and through format `fmt`'s own runtime
     (ultralytics' AutoBackend on `path`); compare the raw outputs as `onnx_parity` does."""
-    from ultralytics.nn.modules import Classify
-
-    imgsz = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
-    classifier = isinstance(getattr(model, "model", [None])[-1], Classify)
-    x = (classify_input if classifier else letterboxed_input)(image, imgsz, batch)
-    model = model.eval().float()
-    with torch.no_grad():
-        y = model(x)
-        y = (y[0] if isinstance(y, (list, tuple)) else y).numpy()
-        z = load_backend(fmt, path)(x)
-    z = (z[0] if isinstance(z, (list, tuple)) else z)
-    z = (z.float().cpu().numpy() if isinstance(z, torch.Tensor) else np.asarray(z)).astype(np.float32)
-    if z.shape != y.shape:
-        raise ValueError(f"{fmt} output shape {z.shape} differs from the torch output shape {y.shape}")
-    diff = np.abs(z - y)
-    if classifier:
-        return Parity(float(diff.max()), 0.0, float(diff.max()), tuple(y.shape), "classify")
-    box, score = float(diff[:, :4].max()), float(diff[:, 4:].max())
-    return Parity(float(diff.max()), box, score, tuple(y.shape), size=max(imgsz))
+    return _parity(model, image, imgsz, batch, fmt, load_backend(fmt, path))
 
 
 def _onnx_rank(path: Path) -> tuple[int, str]:

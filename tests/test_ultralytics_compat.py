@@ -283,3 +283,17 @@ def test_predictor_hooks_and_loader_attributes_of_sliced_inference():
         "DetectionPredictor.postprocess", "its parameters")
     src = inspect.getsource(LoadImagesAndVideos.__init__)
     assert "self.files" in src and "self.video_flag" in src, changed("LoadImagesAndVideos", "files / video_flag")
+
+
+def test_openvino_backend_runs_the_compiled_model_we_replace():
+    """`export_check.load_backend` recompiles an OpenVINO export at fp32 and puts it in
+    ``AutoBackend.backend.ov_compiled_model``: the backend must keep its compiled model there and run it in forward."""
+    from ultralytics.nn.autobackend import AutoBackend
+    from ultralytics.nn.backends.openvino import OpenVINOBackend
+
+    assert AutoBackend._BACKEND_MAP.get("openvino") is OpenVINOBackend, changed(
+        "AutoBackend._BACKEND_MAP", "OpenVINO exports no longer run through OpenVINOBackend")
+    assert "self.backend = self._BACKEND_MAP[" in inspect.getsource(AutoBackend.__init__), changed(
+        "AutoBackend.__init__", "the format's backend is no longer AutoBackend.backend")
+    assert "self.ov_compiled_model(im)" in inspect.getsource(OpenVINOBackend.forward), changed(
+        "OpenVINOBackend.forward", "it no longer runs self.ov_compiled_model")
