@@ -16,6 +16,8 @@ import yaml
 from torch import nn
 from ultralytics.cfg import get_cfg
 
+from forkserver import run_script
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -36,12 +38,10 @@ def write_yaml(path: Path, backbone: list, head: list, nc: int = 2, **extra) -> 
 
 
 def script(name: str, *args, cwd=None) -> subprocess.CompletedProcess:
-    """Run one of the root scripts as a user would; returns the finished process (its .stdout and .stderr)."""
+    """Run one of the root scripts as a user would (`python <name>.py ARGS`, in a process of its own forked from a
+    pre-imported interpreter: see forkserver.py); returns the finished process (its .stdout and .stderr)."""
     env = {**os.environ, "YOLO_VERBOSE": "true"}  # the scripts print what a user sees
-    return subprocess.run(
-        [sys.executable, str(REPO / f"{name}.py"), *map(str, args)],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False,
-    )
+    return run_script(REPO / f"{name}.py", args, cwd=cwd, env=env)
 
 
 def ok(proc: subprocess.CompletedProcess) -> str:

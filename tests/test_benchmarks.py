@@ -4,12 +4,11 @@
 Nothing here imports from benchmarks/; the scripts' own logic is tested beside them (benchmarks/test_scripts.py)."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 
+from forkserver import run_script
 from helpers import REPO
 from spd_yolo.engine import FINETUNE_KEY, checkpoint_record
 
@@ -44,8 +43,7 @@ CASES = [
 @pytest.mark.slow  # starts fresh interpreters
 @pytest.mark.parametrize("script,argv,message", CASES, ids=[f"{c[0]}:{c[1][0]}" for c in CASES])
 def test_bad_benchmark_arguments(script, argv, message, tmp_path):
-    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *argv], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120, check=False)
+    out = run_script(REPO / "benchmarks" / script, argv, cwd=tmp_path, timeout=120)
     assert out.returncode == 2, out.stderr
     assert message in out.stderr
     assert list(tmp_path.iterdir()) == []  # nothing written
@@ -59,8 +57,8 @@ def _quick(script: str, tmp_path, *extra) -> dict:
     """Run benchmarks/<script>.py --quick --threads 1 --out r.json in `tmp_path`; the parsed results (exit 0 asserted).
     One thread: a smoke run of tiny models gains nothing from more, and on a busy machine more threads than free cores
     make each step several times slower."""
-    cmd = [sys.executable, str(REPO / "benchmarks" / f"{script}.py"), "--quick", "--threads", "1", "--out", "r.json"]
-    out = subprocess.run([*cmd, *extra], cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
+    args = ["--quick", "--threads", "1", "--out", "r.json", *extra]
+    out = run_script(REPO / "benchmarks" / f"{script}.py", args, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "|---" in out.stdout  # printed a table
     return json.loads((tmp_path / "r.json").read_text())
