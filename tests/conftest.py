@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers import ok, script
+from helpers import build_once, ok, script
 
 
 def _loopback(host) -> bool:
@@ -68,8 +68,9 @@ def network_guard(monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Shared trained models. Each trains once per session, the first time a test asks for it (only slow tests do), through
-# train.py as a user runs it. Tests read them; a test that writes beside a checkpoint (export) copies it first.
+# Shared trained models. Each trains once per session (once for all xdist workers: helpers.build_once), the first time
+# a test asks for it (only slow tests do), through train.py as a user runs it. Tests read them; a test that writes
+# beside a checkpoint (export) copies it first.
 
 
 class Run(NamedTuple):
@@ -92,10 +93,13 @@ def demo_data(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained_detector(demo_data, tmp_path_factory) -> Run:
     """yolov5n-SPD trained 2 epochs on `demo_data` by train.py (batch 4, 64 px, CPU), run folder <project>/spd."""
-    project = tmp_path_factory.mktemp("trained-detector")
-    out = ok(script("train", "--cfg", "yolov5n-SPD", "--data", demo_data, "--epochs", 2, "--img", 64, "--batch-size",
-                    4, "--workers", 0, "--device", "cpu", "--project", project, "--name", "spd"))
-    return Run(project / "spd", out)
+    def build(project):
+        out = ok(script("train", "--cfg", "yolov5n-SPD", "--data", demo_data, "--epochs", 2, "--img", 64,
+                        "--batch-size", 4, "--workers", 0, "--device", "cpu", "--project", project, "--name", "spd"))
+        (project / "output.txt").write_text(out)
+
+    project = build_once(tmp_path_factory, "trained-detector", build)
+    return Run(project / "spd", (project / "output.txt").read_text())
 
 
 @pytest.fixture(scope="session")
@@ -120,7 +124,10 @@ def cls_folders(tmp_path_factory):
 def trained_classifier(cls_folders, tmp_path_factory) -> Run:
     """resnet18-SPD trained 1 epoch on `cls_folders` by train.py (batch 4, at the images' 32 px, CPU), run folder
     <project>/cls. Stock resnet18 runs the same code with spd=false."""
-    project = tmp_path_factory.mktemp("trained-classifier")
-    out = ok(script("train", "--cfg", "resnet18-SPD", "--data", cls_folders, "--epochs", 1, "--batch-size", 4,
-                    "--workers", 0, "--device", "cpu", "--project", project, "--name", "cls"))
-    return Run(project / "cls", out)
+    def build(project):
+        out = ok(script("train", "--cfg", "resnet18-SPD", "--data", cls_folders, "--epochs", 1, "--batch-size", 4,
+                        "--workers", 0, "--device", "cpu", "--project", project, "--name", "cls"))
+        (project / "output.txt").write_text(out)
+
+    project = build_once(tmp_path_factory, "trained-classifier", build)
+    return Run(project / "cls", (project / "output.txt").read_text())

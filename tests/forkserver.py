@@ -1,5 +1,6 @@
 # SPD-YOLO, AGPL-3.0 license
-"""Run a Python script as `python script.py ARGS` would, without paying for a fresh interpreter each time.
+"""Run a Python program as `python script.py ARGS` (or `-c CODE`, `-m MODULE`) would, without paying for a fresh
+interpreter each time.
 
 Most of a script's start is importing torch and ultralytics (about 4 s of every run on 2 cores, more on a busy
 machine), and the suite runs scripts about a hundred times. A fork server is started once per environment: a fresh
@@ -12,14 +13,16 @@ code, a traceback and exit 1 on an uncaught exception, -N when killed by signal 
 What it does not reproduce is the import itself: tests of import order and of what an import loads start real
 interpreters (``helpers.run_python``), as do the tests that signal a running script.
 
-Protocol: one JSON line per request on the server's stdin ({"script", "args", "cwd", "env", "stdout", "stderr"}); the
-server answers {"pid": N} when the child has started and {"rc": N} when it has ended."""
+Protocol: one JSON line per request on the server's stdin ({"kind", "target", "args", "cwd", "env", "sigint", "stdout",
+"stderr"}); the server answers {"pid": N} when the child has started and {"rc": N} when it has ended."""
 
 from __future__ import annotations
 
 import atexit
+import builtins
 import gc
 import importlib
+import importlib.util
 import json
 import os
 import runpy
@@ -32,9 +35,14 @@ import tempfile
 import threading
 from pathlib import Path
 
-# What a script of this project imports before it reads its arguments; the rest it imports itself as usual.
-PRELOAD = ("torch", "ultralytics", "spd_yolo", "spd_yolo.cli.train", "spd_yolo.cli.val", "spd_yolo.cli.detect",
-           "spd_yolo.cli.export")
+# What the project's scripts import when they run (a training, a validation with COCO metrics, a detection, an export):
+# the scripts' own modules, and what ultralytics and torch load lazily on the way (torchvision, torch._dynamo and sympy,
+# matplotlib, polars, thop, the integration callbacks), about 3 s of every run on 2 cores. The rest, a script imports
+# itself as usual.
+PRELOAD = ("torch", "torchvision", "matplotlib.pyplot", "polars", "thop", "ultralytics", "ultralytics.utils.events",
+           *(f"ultralytics.utils.callbacks.{n}" for n in ("platform", "clearml", "comet", "dvc", "mlflow", "raytune")),
+           "pycocotools.coco", "pycocotools.cocoeval", "sahi.slicing", "spd_yolo", "spd_yolo.cli.train",
+           "spd_yolo.cli.val", "spd_yolo.cli.detect", "spd_yolo.cli.export")
 
 
 def _serve() -> None:
@@ -58,10 +66,10 @@ def _serve() -> None:
 
 
 def _child(req: dict) -> None:
-    """Become `python <script> <args>` in <cwd>, run it, and exit as the interpreter would: the exit code of
-    SystemExit, or the traceback (from the script's own frame) and 1, or death by SIGINT on an uncaught
-    KeyboardInterrupt; non-daemon threads joined, atexit handlers run, output flushed. It skips only the teardown of
-    the preloaded modules, which would copy every page it touches."""
+    """Become `python <script> ARGS`, `python -c CODE ARGS` or `python -m MODULE ARGS` in <cwd>, run it, and exit as
+    the interpreter would: the exit code of SystemExit, or the traceback (from the program's own frame on) and 1, or
+    death by SIGINT on an uncaught KeyboardInterrupt; non-daemon threads joined, atexit handlers run, output flushed.
+    It skips only the teardown of the preloaded modules, which would copy every page it touches."""
     null = os.open(os.devnull, os.O_RDONLY)
     out = os.open(req["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     err = os.open(req["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -71,12 +79,29 @@ def _child(req: dict) -> None:
     os.chdir(req["cwd"])
     os.environ.clear()
     os.environ.update(req["env"])
-    script = req["script"]
-    sys.argv = [script, *req["args"]]
-    sys.path[0] = str(Path(script).resolve().parent)
+    if req["sigint"] is not None:  # as the interpreter starts when its parent left SIGINT default or ignored
+        signal.signal(signal.SIGINT, signal.default_int_handler if req["sigint"] == "default" else signal.SIG_IGN)
+    kind, target = req["kind"], req["target"]
+    if kind == "script":
+        sys.argv, sys.path[0], own = [target, *req["args"]], str(Path(target).resolve().parent), target
+    elif kind == "code":
+        sys.argv, sys.path[0], own = ["-c", *req["args"]], "", "<string>"
+    else:
+        sys.path[0] = os.getcwd()
+        spec = importlib.util.find_spec(target)
+        if spec is None:
+            print(f"{sys.executable}: No module named {target}", file=sys.stderr)
+            os._exit(1)
+        own = spec.origin
+        sys.argv = [own, *req["args"]]
     code, interrupted = 0, False
     try:
-        runpy.run_path(script, run_name="__main__")
+        if kind == "script":
+            runpy.run_path(target, run_name="__main__")
+        elif kind == "code":
+            exec(compile(target, "<string>", "exec"), {"__name__": "__main__", "__builtins__": builtins})  # noqa: S102
+        else:
+            runpy.run_module(target, run_name="__main__", alter_sys=True)
     except SystemExit as e:
         if e.code is None or isinstance(e.code, int):
             code = e.code or 0
@@ -85,7 +110,7 @@ def _child(req: dict) -> None:
             code = 1
     except BaseException as e:  # noqa: BLE001 - what the interpreter does with an uncaught exception
         tb = e.__traceback__
-        while tb is not None and tb.tb_frame.f_code.co_filename != script:
+        while tb is not None and tb.tb_frame.f_code.co_filename != own:
             tb = tb.tb_next
         e = e.with_traceback(tb or e.__traceback__)
         sys.excepthook(type(e), e, e.__traceback__)
@@ -129,12 +154,12 @@ class _Server:
         line, self._buf = self._buf.split(b"\n", 1)
         return json.loads(line)
 
-    def run(self, script: Path, args: list[str], cwd, env: dict, timeout: float) -> subprocess.CompletedProcess:
+    def run(self, command: list[str], req: dict, timeout: float) -> subprocess.CompletedProcess:
+        """Run `req` ({"kind", "target", "args", "cwd", "env", "sigint"}); `command` is what it stands for."""
         out, err = (Path(self.folder, f"{self.runs}{suffix}") for suffix in (".out", ".err"))
         self.runs += 1
         try:
-            req = {"script": str(script), "args": args, "cwd": str(cwd or os.getcwd()), "env": env,
-                   "stdout": str(out), "stderr": str(err)}
+            req = {**req, "stdout": str(out), "stderr": str(err)}
             self.proc.stdin.write(json.dumps(req) + "\n")
             self.proc.stdin.flush()
             pid = self._read(timeout=60)["pid"]
@@ -143,9 +168,9 @@ class _Server:
             except TimeoutError:
                 os.kill(pid, signal.SIGKILL)
                 self._read(timeout=60)
-                raise subprocess.TimeoutExpired([str(script), *args], timeout) from None
+                raise subprocess.TimeoutExpired(command, timeout) from None
             text = [p.read_text(encoding="utf-8", errors="replace") for p in (out, err)]
-            return subprocess.CompletedProcess([sys.executable, str(script), *args], rc, *text)
+            return subprocess.CompletedProcess(command, rc, *text)
         finally:
             out.unlink(missing_ok=True)
             err.unlink(missing_ok=True)
@@ -161,15 +186,35 @@ _SERVERS: dict[tuple, _Server] = {}
 _PER_RUN = ("PYTEST_CURRENT_TEST",)
 
 
-def run_script(script: Path, args, cwd=None, env: dict | None = None, timeout: float = 600):
-    """`subprocess.run([sys.executable, script, *args], cwd=cwd, env=env, capture_output=True, text=True)`, through the
-    fork server started with that environment (the first time it is asked for; the child's environment is then set to
-    exactly `env`)."""
+def _run(kind: str, target: str, args, cwd, env: dict | None, timeout: float, sigint) -> subprocess.CompletedProcess:
     env = dict(os.environ if env is None else env)
     key = tuple(sorted((k, v) for k, v in env.items() if k not in _PER_RUN))
     if key not in _SERVERS:
         _SERVERS[key] = _Server({k: v for k, v in env.items() if k not in _PER_RUN})
-    return _SERVERS[key].run(Path(script), [str(a) for a in args], cwd, env, timeout)
+    args = [str(a) for a in args]
+    command = [sys.executable, *{"script": [], "code": ["-c"], "module": ["-m"]}[kind], target, *args]
+    sigint = {None: None, signal.SIG_DFL: "default", signal.SIG_IGN: "ignore"}[sigint]
+    req = {"kind": kind, "target": target, "args": args, "cwd": str(cwd or os.getcwd()), "env": env, "sigint": sigint}
+    return _SERVERS[key].run(command, req, timeout)
+
+
+def run_script(script, args=(), cwd=None, env=None, timeout: float = 600, sigint=None) -> subprocess.CompletedProcess:
+    """`subprocess.run([sys.executable, script, *args], cwd=cwd, env=env, capture_output=True, text=True,
+    timeout=timeout)`, run by the fork server started with that environment (the first time one is asked for; the
+    child's environment is then set to exactly `env`). `sigint` (signal.SIG_DFL or SIG_IGN) is the SIGINT disposition
+    the program starts with, as a `preexec_fn` would set it; None inherits this process's."""
+    return _run("script", str(script), args, cwd, env, timeout, sigint)
+
+
+def run_code(code: str, args=(), cwd=None, env=None, timeout: float = 600, sigint=None) -> subprocess.CompletedProcess:
+    """`run_script` for `python -c CODE ARGS`."""
+    return _run("code", code, args, cwd, env, timeout, sigint)
+
+
+def run_module(module: str, args=(), cwd=None, env=None, timeout: float = 600,
+               sigint=None) -> subprocess.CompletedProcess:
+    """`run_script` for `python -m MODULE ARGS`."""
+    return _run("module", module, args, cwd, env, timeout, sigint)
 
 
 @atexit.register

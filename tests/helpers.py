@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from filelock import FileLock
 from torch import nn
 from ultralytics.cfg import get_cfg
 
@@ -29,6 +31,24 @@ def run_python(code: str, cwd: Path, env: dict | None = None, timeout: int = 300
         [sys.executable, "-c", code], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
         check=False,
     )
+
+
+def build_once(tmp_path_factory, name: str, build) -> Path:
+    """The folder `name`, filled by `build(folder)` once per test session and shared by the pytest-xdist workers: the
+    first worker to ask builds it under a file lock, the others wait for it and reuse it (xdist's recipe for fixtures
+    that must run once). Without xdist it is a folder of this session's temp dir. A failed build leaves nothing marked
+    complete, so the next worker to ask builds it again (and fails the same way)."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # pytest-N/: this session's, all workers'
+    folder = root / "built-once" / name
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{folder}.lock"):
+        if not (folder / ".complete").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            (folder / ".complete").touch()
+    return folder
 
 
 def write_yaml(path: Path, backbone: list, head: list, nc: int = 2, **extra) -> Path:

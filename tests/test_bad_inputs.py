@@ -1,9 +1,6 @@
 # SPD-YOLO, AGPL-3.0 license
 """Every bad input answered: model YAMLs, dataset files, inference sizes; plus a fuzz of the YAML-to-model path."""
 
-import os
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -14,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import spd_yolo
-from helpers import REPO
+from helpers import script
 from spd_yolo import SPDConfigError
 from spd_yolo.errors import SPDSizeError
 
@@ -136,12 +133,8 @@ def test_bad_dataset_files_are_skipped_with_a_named_warning(tmp_path):
                                     "names": ["a", "b", "c", "d"]}))
     before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
-    out = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), "--cfg", "yolov5n-SPD", "--data", str(data), "--epochs", "1",
-         "--img", "64", "--batch-size", "4", "--workers", "0", "--device", "cpu", "--project", str(tmp_path / "runs"),
-         "--noplots"],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "YOLO_VERBOSE": "true"}, check=False,
-    )
+    out = script("train", "--cfg", "yolov5n-SPD", "--data", data, "--epochs", 1, "--img", 64, "--batch-size", 4,
+                 "--workers", 0, "--device", "cpu", "--project", tmp_path / "runs", "--noplots")
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-3000:]
     train_dir = root / "images/train"

@@ -13,6 +13,7 @@ import ultralytics
 import ultralytics.cfg
 import yaml
 
+from helpers import build_once
 from spd_yolo import YOLO, SpaceToDepth
 from spd_yolo.cli import yolo
 from spd_yolo.data.synth import generate_demo_dataset
@@ -72,11 +73,16 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 # Own training: the `spd-yolo detect train` run is what these tests check.
 def trained(data, tmp_path_factory):
-    """`spd-yolo detect train` of yolov5n-SPD by bare name, run from an empty folder outside the repo."""
-    cwd, project = tmp_path_factory.mktemp("cwd"), tmp_path_factory.mktemp("runs")
-    out = ok(run("spd-yolo", "detect", "train", "model=yolov5n-SPD.yaml", f"data={data}", "epochs=1", "imgsz=64",
-                 "batch=4", "workers=0", "device=cpu", f"project={project}", "name=t", cwd=cwd))
-    return project / "t", out
+    """`spd-yolo detect train` of yolov5n-SPD by bare name, run from an empty folder outside the repo (once per session,
+    helpers.build_once)."""
+    def build(folder):
+        (folder / "cwd").mkdir()
+        out = ok(run("spd-yolo", "detect", "train", "model=yolov5n-SPD.yaml", f"data={data}", "epochs=1", "imgsz=64",
+                     "batch=4", "workers=0", "device=cpu", f"project={folder / 'runs'}", "name=t", cwd=folder / "cwd"))
+        (folder / "output.txt").write_text(out)
+
+    folder = build_once(tmp_path_factory, "console-trained", build)
+    return folder / "runs/t", (folder / "output.txt").read_text()
 
 
 @pytest.mark.slow

@@ -15,13 +15,14 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import cloudpickle
 import pytest
 import torch
 
+from forkserver import run_code
+from helpers import build_once
 from spd_yolo import coco
 from spd_yolo.cli.train import build_parser, cli
 from spd_yolo.engine import (
@@ -81,9 +82,8 @@ def install_oracle(keep: dict | float, setattr=setattr) -> None:
 
 
 def child(setup: str, *argv) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", CHILD.format(tests=str(TESTS), setup=setup), *map(str, argv)],
-                          capture_output=True, text=True, timeout=600, env={**os.environ, "YOLO_VERBOSE": "true"},
-                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), check=False)
+    return run_code(CHILD.format(tests=str(TESTS), setup=setup), argv, env={**os.environ, "YOLO_VERBOSE": "true"},
+                    sigint=signal.SIG_DFL)
 
 
 def val_args(weights, data, project, name) -> dict:
@@ -137,11 +137,13 @@ def copy_without_annotations(data, root) -> Path:
 @pytest.fixture(scope="module")
 # Own training: how training selects best.pt under --fitness is what is checked.
 def oracle_run(data, tmp_path_factory):
-    """3 epochs with --fitness ap_small, the oracle reporting 50%, 100%, 25% of the boxes: best.pt is epoch 2."""
-    project = tmp_path_factory.mktemp("oracle")
-    out = child(ORACLE.format(keep=KEEP), *train_args(data, project, "run", "--fitness", "ap_small"))
-    assert out.returncode == 0, out.stderr[-3000:]
-    return project / "run"
+    """3 epochs with --fitness ap_small, the oracle reporting 50%, 100%, 25% of the boxes: best.pt is epoch 2 (trained
+    once per session, helpers.build_once)."""
+    def build(project):
+        out = child(ORACLE.format(keep=KEEP), *train_args(data, project, "run", "--fitness", "ap_small"))
+        assert out.returncode == 0, out.stderr[-3000:]
+
+    return build_once(tmp_path_factory, "oracle", build) / "run"
 
 
 # --------------------------------------------------------------------------------------------------- fast checks

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from forkserver import run_module
 from helpers import ok, script
 
 pytestmark = pytest.mark.slow
@@ -200,12 +201,9 @@ def test_corrupt_image_and_label_are_skipped_with_warning(dataset, tmp_path):
 def test_make_demo_end_to_end_small(tmp_path):
     """The `make demo` pipeline at toy size: both models, the side-by-side COCO table, video, ONNX, output list."""
     env = {**os.environ, "YOLO_VERBOSE": "true"}
-    out = subprocess.run(
-        [sys.executable, "-m", "spd_yolo.demo", "--root", tmp_path / "data", "--project", tmp_path / "runs",
-         "--epochs", "1", "--imgsz", "64", "--n-train", "8", "--n-val", "4", "--video-frames", "5",
-         "--batch-size", "4", "--workers", "0"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900, check=False,
-    )
+    out = run_module("spd_yolo.demo", ["--root", tmp_path / "data", "--project", tmp_path / "runs", "--epochs", 1,
+                                       "--imgsz", 64, "--n-train", 8, "--n-val", 4, "--video-frames", 5,
+                                       "--batch-size", 4, "--workers", 0], cwd=tmp_path, env=env, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     text = out.stdout
     table = (tmp_path / "runs/coco_table.txt").read_text().splitlines()

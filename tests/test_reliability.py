@@ -6,13 +6,13 @@ import csv
 import os
 import signal
 import subprocess
-import sys
 
 import pytest
 import torch
 from ultralytics.utils.torch_utils import strip_optimizer
 
-from helpers import REPO
+from forkserver import run_code, run_script
+from helpers import REPO, build_once
 from spd_yolo import build_model
 from spd_yolo.engine.fault_tolerance import FaultTolerantTrainer
 
@@ -42,16 +42,11 @@ FAULTS = {
 }
 
 
-def _sigint(handler):
-    """A preexec_fn that starts the child with SIGINT set to `handler`, whatever the shell that started pytest chose
-    (a background job inherits SIGINT ignored): the test then tests the project, not its surroundings."""
-    return lambda: signal.signal(signal.SIGINT, handler)
-
-
 def child(fault: str, *argv, sigint=signal.SIG_DFL) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", CHILD.format(setup=FAULTS[fault]), *map(str, argv)],
-                          capture_output=True, text=True, timeout=600, env={**os.environ, "YOLO_VERBOSE": "true"},
-                          preexec_fn=_sigint(sigint), check=False)
+    """`python -c CHILD ARGV` with the fault planted, started with SIGINT set to `sigint` whatever the shell that
+    started pytest chose (a background job inherits SIGINT ignored): the test then tests the project, not its
+    surroundings."""
+    return run_code(CHILD.format(setup=FAULTS[fault]), argv, env={**os.environ, "YOLO_VERBOSE": "true"}, sigint=sigint)
 
 
 def train_args(data, project, name, epochs=3):
@@ -74,16 +69,17 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 # Own training: the uninterrupted run the faulted ones must reproduce, with the same seed and settings.
 def reference(data, tmp_path_factory):
-    """An uninterrupted 3-epoch run: what every resumed run must reproduce epoch by epoch (schedule, row count)."""
-    project = tmp_path_factory.mktemp("ref")
-    out = child("none", *train_args(data, project, "ref"))
-    assert out.returncode == 0, out.stderr[-3000:]
-    return project / "ref"
+    """An uninterrupted 3-epoch run: what every resumed run must reproduce epoch by epoch (schedule, row count); once
+    per session (helpers.build_once)."""
+    def build(project):
+        out = child("none", *train_args(data, project, "ref"))
+        assert out.returncode == 0, out.stderr[-3000:]
+
+    return build_once(tmp_path_factory, "reliability-reference", build) / "ref"
 
 
 def resume(run_dir) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "train.py"), "--resume", str(run_dir)], capture_output=True,
-                          text=True, timeout=600, check=False)
+    return run_script(REPO / "train.py", ["--resume", run_dir])
 
 
 def assert_same_schedule(run_dir, reference):
@@ -152,9 +148,8 @@ def test_weights_only_file_loads_safely_and_predicts_the_same(reference, data):
     full, light = YOLO(reference / "weights/best.pt").model.float().eval(), YOLO(path).model
     with torch.no_grad():
         assert torch.equal(full(x)[0], light(x)[0])
-    out = subprocess.run([sys.executable, str(REPO / "val.py"), "--weights", str(path), "--data", str(data),
-                          "--img", "64", "--project", str(reference.parent / "v")], capture_output=True, text=True,
-                         check=False)
+    out = run_script(REPO / "val.py", ["--weights", path, "--data", data, "--img", 64, "--project",
+                                       reference.parent / "v"])
     assert out.returncode == 0, out.stderr[-2000:]
     assert "AP_S" in out.stdout
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from helpers import REPO, ok, script
+from helpers import REPO, build_once, ok, script
 from spd_yolo.cli import detect, val
 from spd_yolo.coco import STAT_NAMES
 
@@ -185,11 +185,14 @@ def test_bad_slice_input_clear_error_nothing_written(name, argv, message, untrai
 
 
 @pytest.fixture(scope="module")
-# Over 30 s (about a minute on 2 cores): the 30-epoch training below, once per module.
+# Over 30 s (about a minute on 2 cores): the 30-epoch training below, once per session (helpers.build_once).
 # Own training: sliced detection needs a model that really finds tiny objects: 30 epochs on 96 frames of squares.
 def trained(tmp_path_factory):
     """yolov5n-SPD trained to find bright 8-16 px squares in 64 px images (deterministic, about a minute on CPU)."""
-    root = tmp_path_factory.mktemp("squares")
+    return build_once(tmp_path_factory, "squares", _train_on_squares) / "runs/sq/weights/best.pt"
+
+
+def _train_on_squares(root):
     for split, n in (("train", 96), ("val", 4)):
         (root / "images" / split).mkdir(parents=True)
         (root / "labels" / split).mkdir(parents=True)
@@ -208,7 +211,6 @@ def trained(tmp_path_factory):
     ok(script("train", "--cfg", "yolov5n-SPD", "--data", data, "--epochs", 30, "--img", 64, "--batch-size", 16,
               "--workers", 0, "--device", "cpu", "--project", root / "runs", "--name", "sq", "--noplots", "--noval",
               "--hyp", hyp))
-    return root / "runs/sq/weights/best.pt"
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,8 @@ import torch
 import yaml
 from sahi.slicing import get_slice_bboxes
 
+from forkserver import run_script
+from helpers import REPO
 from spd_yolo.data import convert, tiles
 from spd_yolo.engine import FITNESS_KEY, checkpoint_record
 
@@ -299,14 +301,8 @@ def test_train_tile_bad_dataset_names_the_file(dataset, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_quick_tiles_benchmark(tmp_path):
-    import subprocess
-    import sys
-
-    from helpers import REPO
-
-    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_tiles.py"), "--quick", "--out", "r.json",
-                          "--project", "runs"], cwd=tmp_path, capture_output=True, text=True, timeout=900,
-                         check=False)
+    out = run_script(REPO / "benchmarks" / "bench_tiles.py", ["--quick", "--out", "r.json", "--project", "runs"],
+                     cwd=tmp_path, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "| yolov5n-SPD: tiles - whole, sliced |" in out.stdout
     data = json.loads((tmp_path / "r.json").read_text())

@@ -17,6 +17,7 @@ from ultralytics.data.augment import LetterBox
 from ultralytics.utils import ASSETS
 
 import spd_yolo
+from forkserver import run_module
 from helpers import REPO, slicing_space_to_depth
 from spd_yolo import YOLO, build_model
 from spd_yolo.engine import FINETUNE_KEY, checkpoint_record
@@ -414,12 +415,10 @@ def test_hold_keeps_the_new_taps_zero_for_the_whole_hold(checkpoints, tiny_data,
 # Own training: the upgrade happens when `spd-yolo ... train pretrained=` starts.
 def test_spd_yolo_cli_pretrained_upgrades(checkpoints, tiny_data, tmp_path):
     env = {**os.environ, "YOLO_VERBOSE": "true"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "spd_yolo.cli.yolo", "detect", "train", "model=yolov8n-SPD.yaml",
-         f"pretrained={checkpoints / 'yolov8n.pt'}", f"data={tiny_data}", "epochs=1", "imgsz=64", "batch=4",
-         "workers=0", f"project={tmp_path}", "name=cli", "plots=False", "val=False"],
-        capture_output=True, text=True, env=env, timeout=600, cwd=REPO, check=False,
-    )
+    proc = run_module("spd_yolo.cli.yolo", ["detect", "train", "model=yolov8n-SPD.yaml",
+                                            f"pretrained={checkpoints / 'yolov8n.pt'}", f"data={tiny_data}", "epochs=1",
+                                            "imgsz=64", "batch=4", "workers=0", f"project={tmp_path}", "name=cli",
+                                            "plots=False", "val=False"], cwd=REPO, env=env)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert "SPD upgrade: yolov8n.pt -> yolov8n-SPD.yaml, exact: 7 layers re-indexed" in out
