@@ -2,16 +2,17 @@
 """Run a Python program as `python script.py ARGS` (or `-c CODE`, `-m MODULE`) would, without paying for a fresh
 interpreter each time.
 
-Most of a script's start is importing torch and ultralytics (about 4 s of every run on 2 cores, more on a busy
-machine), and the suite runs scripts about a hundred times. A fork server is started once per environment: a fresh
-interpreter of this venv, with exactly the environment the caller asks for, that imports torch, ultralytics and the
-project's CLI modules and nothing else (no test code, no settings of the test process). Each run is a child forked
-from it: its own process, with fd 0 on /dev/null, fds 1 and 2 in files, its cwd, ``sys.argv`` and ``sys.path[0]`` set as
-the interpreter sets them, the script run as ``__main__``, and a normal interpreter exit (atexit handlers, exit
-code, a traceback and exit 1 on an uncaught exception, -N when killed by signal N); see `_child`.
+Most of a script's start is importing torch, ultralytics and what they load lazily (4-7 s of every run on 2 cores,
+more on a busy machine), and the suite runs programs about a hundred times. A fork server is started once per
+environment: a fresh interpreter of this venv, with the environment the caller asks for (but the per-test
+PYTEST_CURRENT_TEST), that imports PRELOAD and nothing else (no test code, no settings of the test process). Each run
+is a child forked from it: its own process, with fd 0 on /dev/null, fds 1 and 2 in files, its cwd, environment,
+``sys.argv`` and ``sys.path[0]`` set as the interpreter sets them, SIGINT as a `preexec_fn` would set it, the program
+run as ``__main__``, and a normal interpreter exit (atexit handlers, the exit code, a traceback and exit 1 on an
+uncaught exception, -N when killed by signal N); see `_child`.
 
-What it does not reproduce is the import itself: tests of import order and of what an import loads start real
-interpreters (``helpers.run_python``), as do the tests that signal a running script.
+What it does not reproduce is the import itself: tests of import order and of what an import loads, of the installed
+console commands, and of a fresh process start real interpreters (``helpers.run_python``, ``subprocess``).
 
 Protocol: one JSON line per request on the server's stdin ({"kind", "target", "args", "cwd", "env", "sigint", "stdout",
 "stderr"}); the server answers {"pid": N} when the child has started and {"rc": N} when it has ended."""
