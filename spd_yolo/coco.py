@@ -13,9 +13,8 @@ COCO-sized sets (benchmarks/bench_coco_eval.py).
 The size buckets (small < 32², medium 32²..96², large > 96² pixels of area) are only meaningful at the ORIGINAL image
 size, so ground truth built from YOLO labels (:func:`gt_from_labels`; :func:`split_ground_truth` feeds it the labels
 ultralytics' dataset read and verified) is scaled to the original image size, never to the letterboxed network input.
-With an official COCO annotation file
-(:func:`find_annotation_file`), the file's own ``area`` field (the segmentation-mask area) decides the bucket, as in
-every published COCO number.
+With an official COCO annotation file (:func:`find_annotation_file`), the file's own ``area`` field (the
+segmentation-mask area) decides the bucket, as in every published COCO number.
 
 Examples:
     >>> records = [{"file_name": "0001.jpg", "height": 480, "width": 640, "cls": [0], "bboxes": [[0.5, 0.5, 0.1, 0.2]]}]

@@ -58,7 +58,7 @@ def check_source(source: str) -> str:
     elif not p.exists():
         raise CLIError(f"--source {source}: no such file or folder")
     if p.is_file() and p.suffix[1:].lower() in VID_FORMATS and not _video_readable(str(p)):
-            raise CLIError(f"--source {source}: the video cannot be opened or has no frame")
+        raise CLIError(f"--source {source}: the video cannot be opened or has no frame")
     if p.is_file() and p.suffix.lower() == ".txt":
         missing = [line for line in p.read_text().split() if line and not Path(line).exists()]
         if missing:

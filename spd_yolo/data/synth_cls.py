@@ -10,9 +10,8 @@ copies of the small pattern of its class (1 to 6 px wide) at random places, in o
 
 The first three (and the first classes are used when n_classes < 10) differ only in 1-pixel detail, the detail that
 a strided convolution sees only one position in four of. Images are lossless PNGs; image i of a class and split has
-its own generator seeded by
-(seed, split, class, i), so the same arguments give byte-identical files. Used by the tests and by
-benchmarks/bench_classify.py.
+its own generator seeded by (seed, split, class, i), so the same arguments give byte-identical files. Used by the
+tests and by benchmarks/bench_classify.py.
 
 Usage:
     python -m spd_yolo.data.synth_cls --root datasets/spd-cls --n-train 100 --n-val 30
